@@ -1,0 +1,110 @@
+"""The cart service's application factory.
+
+`create_app()` loads and validates the settings, wires the extensions (database,
+Redis sessions, SumUp clients, metrics), registers the blueprints, the error
+handlers and the CLI commands. `app = create_app()` below keeps the seed's
+`hypercorn app:app` working; a bad setting stops it with one line, not a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+from quart import Quart
+
+import path_setup  # noqa: F401  (puts the project root on sys.path)
+from config import ConfigError, Settings, load_settings
+from services.background import init_background_tasks
+from services.db import init_db
+from services.metrics import init_metrics
+from services.redis_client import create_redis
+from services.sessions import RedisSessionInterface
+from services.web import init_error_handlers, init_templates
+
+log = logging.getLogger("cart")
+
+
+def configure_logging() -> None:
+    """One line per record on stderr; never configured twice."""
+    root = logging.getLogger()
+    if not root.handlers:
+        logging.basicConfig(
+            level=logging.INFO,
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        )
+        logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+
+
+def _register_blueprints(app: Quart, settings: Settings) -> None:
+    from bp.cart.api import bp as cart_api_bp
+    from bp.cart.global_routes import bp as cart_global_bp
+    from bp.cart.overview_routes import bp as cart_overview_bp
+    from bp.cart.page_routes import bp as cart_page_bp
+    from bp.ops.commands import bp as ops_commands_bp
+    from bp.ops.routes import bp as ops_bp
+    from bp.order.routes import bp as order_bp
+    from bp.orders.routes import bp as orders_bp
+
+    # Global (static) cart routes first: a page cannot be called `add` or `checkout`.
+    for blueprint in (
+        ops_bp,
+        ops_commands_bp,
+        cart_api_bp,
+        cart_global_bp,
+        cart_overview_bp,
+        cart_page_bp,
+        orders_bp,
+        order_bp,
+    ):
+        app.register_blueprint(blueprint)
+    if settings.dev_routes_enabled:
+        from bp.dev.routes import bp as dev_bp
+
+        app.register_blueprint(dev_bp)
+
+
+def create_app(settings: Settings | None = None, **config: Any) -> Quart:
+    """Build the cart app; `settings` defaults to the file plus the environment."""
+    configure_logging()
+    settings = settings or load_settings()
+    app = Quart(__name__, template_folder="templates", static_folder=None)
+    app.config.update(
+        SETTINGS=settings,
+        SECRET_KEY=settings.secret_key.reveal(),
+        MAX_CONTENT_LENGTH=64 * 1024,
+        PROVIDE_AUTOMATIC_OPTIONS=True,
+        **config,
+    )
+
+    @app.before_serving
+    async def _open_redis() -> None:
+        redis = create_redis(settings.redis_url)
+        app.extensions["redis"] = redis
+        app.session_interface = RedisSessionInterface(  # type: ignore[assignment]
+            redis, settings.session, settings.secret_key.reveal()
+        )
+
+    @app.after_serving
+    async def _close_redis() -> None:
+        await app.extensions["redis"].aclose()
+
+    init_db(app)
+    init_metrics(app)
+    init_templates(app)
+    init_error_handlers(app)
+    init_background_tasks(app)
+    _register_blueprints(app, settings)
+    return app
+
+
+def _create_app_or_exit() -> Quart:
+    try:
+        return create_app()
+    except ConfigError as error:
+        print(f"cart: configuration error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+app = _create_app_or_exit()

@@ -1,0 +1,1 @@
+"""Cross-app services: events, order lifecycle, navigation, SumUp, sessions, db."""

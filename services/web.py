@@ -1,0 +1,116 @@
+"""The web layer's shared parts: templates, CSRF-protected forms, error answers."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from decimal import Decimal
+from typing import Any, TypeVar
+
+from babel.numbers import format_currency
+from quart import Quart, current_app, render_template, request, session
+from werkzeug.exceptions import HTTPException
+from wtforms import Form
+from wtforms.csrf.session import SessionCSRF
+
+from services.errors import ServiceError
+
+log = logging.getLogger(__name__)
+
+F = TypeVar("F", bound=Form)
+CSRF_TIME_LIMIT = timedelta(hours=12)
+
+
+class CsrfError(ServiceError):
+    """The form's CSRF token is missing, wrong or stale."""
+
+    status_code = 400
+    title = "This form has expired"
+
+
+class CsrfForm(Form):
+    """Base of every state-changing form: a session-bound CSRF token."""
+
+    class Meta:
+        csrf = True
+        csrf_class = SessionCSRF
+        csrf_time_limit = CSRF_TIME_LIMIT
+
+
+def _form_meta() -> dict[str, Any]:
+    return {"csrf_secret": current_app.config["SECRET_KEY"].encode(), "csrf_context": session}
+
+
+async def bind_form(form_class: type[F]) -> F:
+    """The posted form, CSRF checked; raises `CsrfError` on a bad token."""
+    form = form_class(await request.form, meta=_form_meta())
+    form.validate()
+    if "csrf_token" in form.errors:
+        raise CsrfError(
+            "Please reload the page and try again: "
+            "the form's security token was missing or out of date."
+        )
+    return form
+
+
+def csrf_token() -> str:
+    """A fresh CSRF token for a hand-written form in a template."""
+    token: str = CsrfForm(meta=_form_meta()).csrf_token.current_token
+    return token
+
+
+def format_money(amount: Decimal | None, currency: str = "GBP") -> str:
+    """Money for people: `£12.50`."""
+    if amount is None:
+        return "—"
+    return format_currency(amount, currency, locale="en_GB")
+
+
+def wants_json() -> bool:
+    """Whether the caller asked for JSON rather than a page."""
+    if request.path.startswith("/internal/"):
+        return True
+    best = request.accept_mimetypes.best_match(["text/html", "application/json"])
+    return best == "application/json"
+
+
+async def error_response(status: int, title: str, message: str) -> tuple[Any, int]:
+    """A JSON error or an error page, as the caller prefers."""
+    if wants_json():
+        return {"error": title, "message": message, "status": status}, status
+    template = "errors/404.html" if status == 404 else "errors/error.html"
+    page = await render_template(template, status=status, title=title, message=message)
+    return page, status
+
+
+def init_templates(app: Quart) -> None:
+    """Template filters and globals every page uses."""
+    app.jinja_env.filters["money"] = format_money
+    app.jinja_env.globals["csrf_token"] = csrf_token
+
+
+def init_error_handlers(app: Quart) -> None:
+    """One handler per kind of error, so routes never build error answers themselves."""
+
+    @app.errorhandler(ServiceError)
+    async def _service_error(error: ServiceError) -> tuple[Any, int]:
+        return await error_response(error.status_code, error.title, error.message)
+
+    @app.errorhandler(HTTPException)
+    async def _http_error(error: HTTPException) -> tuple[Any, int]:
+        status = error.code or 500
+        messages = {
+            400: "The request could not be understood.",
+            404: "There is nothing here.",
+            405: "This address does not accept that kind of request.",
+            413: "The request was too large.",
+        }
+        message = messages.get(status, error.description or "")
+        return await error_response(status, error.name, message)
+
+    @app.errorhandler(Exception)
+    async def _unexpected(error: Exception) -> tuple[Any, int]:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return await error_response(
+            500, "Something went wrong", "Something went wrong on our side. Please try again."
+        )
