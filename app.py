@@ -15,6 +15,7 @@ from typing import Any
 from quart import Quart
 
 import path_setup  # noqa: F401  (puts the project root on sys.path)
+from bp.cart.context import init_cart_context
 from config import ConfigError, Settings, load_settings
 from services.background import init_background_tasks
 from services.db import init_db
@@ -95,6 +96,7 @@ def create_app(settings: Settings | None = None, **config: Any) -> Quart:
     init_templates(app)
     init_error_handlers(app)
     init_background_tasks(app)
+    init_cart_context(app)
     _register_blueprints(app, settings)
     return app
 

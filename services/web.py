@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from babel.numbers import format_currency
-from quart import Quart, current_app, render_template, request, session
+from quart import Quart, current_app, g, render_template, request, session
 from werkzeug.exceptions import HTTPException
 from wtforms import Form
 from wtforms.csrf.session import SessionCSRF
@@ -66,6 +68,17 @@ def format_money(amount: Decimal | None, currency: str = "GBP") -> str:
     return format_currency(amount, currency, locale="en_GB")
 
 
+def safe_next(target: str | None, *, allowed_origins: Iterable[str]) -> str | None:
+    """`target` when it stays on this site (a path, or one of the coop's apps), else None."""
+    if not target or "\\" in target or any(ord(char) < 32 for char in target):
+        return None
+    parts = urlsplit(target)
+    if not parts.scheme and not parts.netloc:
+        return target if target.startswith("/") and not target.startswith("//") else None
+    origin = f"{parts.scheme}://{parts.netloc}"
+    return target if origin in set(allowed_origins) else None
+
+
 def wants_json() -> bool:
     """Whether the caller asked for JSON rather than a page."""
     if request.path.startswith("/internal/"):
@@ -76,6 +89,10 @@ def wants_json() -> bool:
 
 async def error_response(status: int, title: str, message: str) -> tuple[Any, int]:
     """A JSON error or an error page, as the caller prefers."""
+    db = g.get("db")
+    if db is not None:
+        # The page below runs queries; a failed transaction must not poison them.
+        await db.rollback()
     if wants_json():
         return {"error": title, "message": message, "status": status}, status
     template = "errors/404.html" if status == 404 else "errors/error.html"

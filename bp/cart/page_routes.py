@@ -2,6 +2,20 @@
 
 from __future__ import annotations
 
-from quart import Blueprint
+from quart import Blueprint, render_template
+
+from bp.cart.responses import current_identity, settings
+from bp.cart.services.page_cart import get_cart_view, get_page
+from services.db import db_session
 
 bp = Blueprint("cart_page", __name__, url_prefix="/cart")
+
+
+@bp.get("/<page_slug>/")
+async def page_cart(page_slug: str) -> str:
+    """The lines and bookings of one page."""
+    page = await get_page(db_session(), page_slug)
+    view = await get_cart_view(
+        db_session(), current_identity(), default_currency=settings().cart.currency, page=page
+    )
+    return await render_template("cart/page.html", view=view, page=page)

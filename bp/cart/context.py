@@ -1,0 +1,66 @@
+"""App-wide cart hooks: the login merge, and the navigation and badge in every page."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from quart import Quart, current_app, flash, request, session
+from sqlalchemy.exc import SQLAlchemyError
+
+from bp.cart.responses import current_identity, settings
+from bp.cart.services.identity import ANONYMOUS_KEY, pending_merge
+from bp.cart.services.merge_carts import merge_anonymous_cart
+from bp.cart.services.summary import get_cart_summary
+from services.db import db_session
+from services.errors import CartError
+from services.navigation import get_navigation_tree
+
+log = logging.getLogger(__name__)
+NO_SESSION_PATHS = ("/healthz", "/readyz", "/metrics")
+
+
+async def merge_after_login() -> None:
+    """Fold the anonymous cart into the user's on the first request after sign-in.
+
+    It commits in its own transaction, so an error later in the request cannot
+    undo the merge after the anonymous id has left the session.
+    """
+    if request.path.startswith(NO_SESSION_PATHS):
+        return
+    ids = pending_merge(session)
+    if ids is None:
+        return
+    user_id, anonymous_id = ids
+    async with current_app.extensions["db_sessionmaker"]() as db, db.begin():
+        report = await merge_anonymous_cart(
+            db,
+            user_id=user_id,
+            anonymous_id=anonymous_id,
+            max_quantity=settings().cart.max_quantity_per_line,
+        )
+    session.pop(ANONYMOUS_KEY, None)
+    if not report.is_empty:
+        log.info("merged anonymous cart into user %s", user_id)
+        await flash(report.message(), "success")
+
+
+async def cart_context() -> dict[str, Any]:
+    """Site navigation and the cart badge for the base template."""
+    config = settings()
+    db = db_session()
+    try:
+        badge = await get_cart_summary(
+            db, current_identity(), default_currency=config.cart.currency
+        )
+        navigation = await get_navigation_tree(db, blog_url=config.app_urls.get("blog", ""))
+    except (CartError, SQLAlchemyError):
+        # An error page must still render when the database is the problem.
+        log.warning("cart badge or navigation unavailable", exc_info=True)
+        return {"cart_badge": None, "navigation": []}
+    return {"cart_badge": badge, "navigation": navigation}
+
+
+def init_cart_context(app: Quart) -> None:
+    app.before_request(merge_after_login)
+    app.context_processor(cart_context)

@@ -1,0 +1,53 @@
+"""The cart's forms: parsed and validated by WTForms, CSRF-checked."""
+
+from __future__ import annotations
+
+from wtforms import Form, IntegerField, StringField
+from wtforms.validators import NumberRange, Optional
+
+from services.errors import CartError
+from services.web import CsrfForm
+
+
+class _LineForm(CsrfForm):
+    market_place = IntegerField(validators=[Optional()], render_kw={"min": 1}, default=None)
+    next = StringField(validators=[Optional()])
+
+
+class AddForm(_LineForm):
+    quantity = IntegerField(default=1, validators=[Optional(), NumberRange(min=1)])
+
+
+class UpdateForm(_LineForm):
+    quantity = IntegerField(validators=[NumberRange(min=0)])
+
+
+class RemoveForm(_LineForm):
+    pass
+
+
+class PlainForm(CsrfForm):
+    """A form whose only field is its CSRF token (and an optional `next`)."""
+
+    next = StringField(validators=[Optional()])
+
+
+FIELD_MESSAGES = {
+    "quantity": "Quantity must be a whole number",
+    "market_place": "The market must be given as a number",
+}
+
+
+def raise_for_errors(form: Form, *, max_quantity: int) -> None:
+    """Turn a form's first error into a `CartError` with a sentence a shopper reads."""
+    for name in form.errors:
+        if name == "quantity":
+            low = 0 if isinstance(form, UpdateForm) else 1
+            raise CartError(f"Quantity must be a whole number from {low} to {max_quantity}.")
+        raise CartError(f"{FIELD_MESSAGES.get(name, 'The form is not filled in right')}.")
+
+
+def quantity_of(form: AddForm | UpdateForm) -> int:
+    """The quantity asked for (1 when an add form leaves it out)."""
+    value = form.quantity.data
+    return 1 if value is None else int(value)

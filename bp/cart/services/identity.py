@@ -1,0 +1,91 @@
+"""Who owns a cart: the signed-in user, or an anonymous id kept in the session.
+
+The blog app puts `uid` in the shared session at login. Shoppers who are not signed
+in get an anonymous id (`cart_sid`) on their first cart write, not on every page
+view. These functions read and write only the session mapping they are given.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Mapping, MutableMapping
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import ColumnElement, and_, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+USER_KEY = "uid"
+ANONYMOUS_KEY = "cart_sid"
+
+
+@dataclass(frozen=True)
+class Identity:
+    """A cart owner: exactly one of `user_id` and `session_id` is set."""
+
+    user_id: int | None = None
+    session_id: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.user_id is None) == (self.session_id is None):
+            raise ValueError("an identity is a user or an anonymous session, not both")
+
+    @property
+    def key(self) -> str:
+        """A stable text key, e.g. for advisory locks."""
+        return f"u:{self.user_id}" if self.user_id is not None else f"s:{self.session_id}"
+
+    def owns(self, model: Any) -> ColumnElement[bool]:
+        """SQL condition: the row of `model` belongs to this identity."""
+        if self.user_id is not None:
+            return and_(model.user_id == self.user_id)
+        return and_(model.session_id == self.session_id, model.user_id.is_(None))
+
+    def columns(self) -> dict[str, Any]:
+        """Identity columns for an insert."""
+        return {"user_id": self.user_id, "session_id": self.session_id}
+
+
+def _user_id(session: Mapping[str, Any]) -> int | None:
+    value = session.get(USER_KEY)
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    if isinstance(value, str) and value.isdigit():
+        return int(value)
+    return None
+
+
+def identity_from_session(session: Mapping[str, Any]) -> Identity | None:
+    """The identity this session already has, or None (no cart yet)."""
+    user_id = _user_id(session)
+    if user_id is not None:
+        return Identity(user_id=user_id)
+    anonymous = session.get(ANONYMOUS_KEY)
+    if isinstance(anonymous, str) and anonymous:
+        return Identity(session_id=anonymous)
+    return None
+
+
+def ensure_identity(session: MutableMapping[str, Any]) -> Identity:
+    """The session's identity, creating the anonymous id on the first cart write."""
+    identity = identity_from_session(session)
+    if identity is None:
+        session[ANONYMOUS_KEY] = secrets.token_urlsafe(24)
+        identity = Identity(session_id=session[ANONYMOUS_KEY])
+    return identity
+
+
+def pending_merge(session: Mapping[str, Any]) -> tuple[int, str] | None:
+    """(user id, anonymous id) when a shopper signed in while holding an anonymous cart."""
+    user_id = _user_id(session)
+    anonymous = session.get(ANONYMOUS_KEY)
+    if user_id is not None and isinstance(anonymous, str) and anonymous:
+        return user_id, anonymous
+    return None
+
+
+async def lock_identity(session: AsyncSession, identity: Identity) -> None:
+    """Serialise cart writes of one owner until the transaction ends."""
+    await session.execute(
+        select(func.pg_advisory_xact_lock(func.hashtextextended(f"cart:{identity.key}", 0)))
+    )

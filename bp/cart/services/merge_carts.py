@@ -1,0 +1,101 @@
+"""Merge an anonymous cart into the user's cart once, when the shopper signs in."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bp.cart.services.identity import Identity, lock_identity
+from bp.cart.services.update_cart import upsert_line
+from models import CalendarEntry, CartItem, Order, Product
+
+
+@dataclass
+class MergeReport:
+    """What moved, so the shopper can be told (surprise merges upset people)."""
+
+    lines: list[tuple[str, int]] = field(default_factory=list)
+    capped: list[str] = field(default_factory=list)
+    entries: list[str] = field(default_factory=list)
+    orders: int = 0
+
+    @property
+    def is_empty(self) -> bool:
+        return not (self.lines or self.entries or self.orders)
+
+    def message(self) -> str:
+        """One sentence for the flash message."""
+        parts = [f"{quantity} × {title}" for title, quantity in self.lines]
+        parts += self.entries
+        text = "Welcome back! We added what you chose before signing in to your cart"
+        text = f"{text}: {', '.join(parts)}." if parts else f"{text}."
+        if self.capped:
+            text += f" Some quantities were capped at the maximum: {', '.join(self.capped)}."
+        if self.orders:
+            text += f" {self.orders} earlier order(s) now show under your orders."
+        return text
+
+
+async def merge_anonymous_cart(
+    session: AsyncSession, *, user_id: int, anonymous_id: str, max_quantity: int
+) -> MergeReport:
+    """Move the anonymous lines, pending entries and orders to the user, exactly once.
+
+    Both owners are locked (user first, the same order everywhere), and the anonymous
+    lines are soft-deleted in the same transaction, so a racing second merge finds
+    nothing left to move.
+    """
+    user = Identity(user_id=user_id)
+    anonymous = Identity(session_id=anonymous_id)
+    await lock_identity(session, user)
+    await lock_identity(session, anonymous)
+    report = MergeReport()
+    rows = await session.execute(
+        select(CartItem, Product.title)
+        .join(Product, Product.id == CartItem.product_id)
+        .where(anonymous.owns(CartItem), CartItem.deleted_at.is_(None))
+        .order_by(CartItem.id)
+        .with_for_update(of=CartItem)
+    )
+    for line, title in rows:
+        merged = await upsert_line(
+            session,
+            user,
+            product_id=line.product_id,
+            market_place_id=line.market_place_id,
+            quantity=line.quantity,
+            max_quantity=max_quantity,
+        )
+        if merged is None:
+            await session.execute(
+                update(CartItem)
+                .where(
+                    user.owns(CartItem),
+                    CartItem.product_id == line.product_id,
+                    CartItem.market_place_id == line.market_place_id,
+                    CartItem.deleted_at.is_(None),
+                )
+                .values(quantity=max_quantity, updated_at=func.now())
+            )
+            report.capped.append(title)
+        report.lines.append((title, line.quantity))
+        line.deleted_at = func.now()
+    entries = await session.scalars(
+        update(CalendarEntry)
+        .where(anonymous.owns(CalendarEntry), CalendarEntry.deleted_at.is_(None))
+        .values(user_id=user_id, session_id=None, updated_at=func.now())
+        .returning(CalendarEntry.name, CalendarEntry.state)
+        .execution_options(synchronize_session=False)
+    )
+    report.entries = list(entries)
+    claimed = await session.execute(
+        update(Order)
+        .where(Order.session_id == anonymous_id, Order.user_id.is_(None))
+        .values(user_id=user_id)
+        .returning(Order.id)
+    )
+    report.orders = len(claimed.all())
+    await session.flush()
+    return report

@@ -1,0 +1,102 @@
+"""The cart as shoppers see it: grouped by page, with subtotals and a grand total."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bp.cart.services.calendar_cart import CartEntry, get_cart_entries
+from bp.cart.services.get_cart import CartLine, PageRef, get_cart_lines
+from bp.cart.services.identity import Identity
+from bp.cart.services.total import Totals, sum_amounts
+from models import Post
+from services.errors import CartError, NotFoundError
+
+
+@dataclass
+class PageGroup:
+    page: PageRef
+    lines: list[CartLine] = field(default_factory=list)
+    entries: list[CartEntry] = field(default_factory=list)
+    subtotal: Decimal = Decimal("0.00")
+    currency: str = "GBP"
+
+    @property
+    def has_unavailable(self) -> bool:
+        return any(not line.available for line in self.lines)
+
+
+@dataclass
+class CartView:
+    groups: list[PageGroup]
+    total: Decimal
+    currency: str
+    mixed_currencies: str | None = None
+
+    @property
+    def is_empty(self) -> bool:
+        return not self.groups
+
+    @property
+    def count(self) -> int:
+        return sum(
+            sum(line.quantity for line in group.lines) + len(group.entries) for group in self.groups
+        )
+
+
+async def get_page(session: AsyncSession, slug: str) -> PageRef:
+    """A page by its slug; 404 when there is no such page."""
+    post = await session.scalar(select(Post).where(Post.slug == slug, Post.is_page.is_(True)))
+    if post is None:
+        raise NotFoundError("There is no such page.")
+    return PageRef(post.id, post.slug, post.title)
+
+
+def _totals(lines: list[CartLine], entries: list[CartEntry], currency: str) -> Totals:
+    amounts = [(line.total, line.currency) for line in lines if line.available]
+    amounts += [(entry.total, entry.currency) for entry in entries]
+    return sum_amounts(amounts, default_currency=currency)
+
+
+def group_by_page(
+    lines: list[CartLine], entries: list[CartEntry], *, default_currency: str
+) -> CartView:
+    """Lines and entries grouped by page, in menu order, with subtotals."""
+    groups: dict[int, PageGroup] = {}
+    for line in lines:
+        groups.setdefault(line.page.id, PageGroup(line.page)).lines.append(line)
+    for entry in entries:
+        groups.setdefault(entry.page.id, PageGroup(entry.page)).entries.append(entry)
+    mixed: str | None = None
+    for group in groups.values():
+        try:
+            totals = _totals(group.lines, group.entries, default_currency)
+        except CartError as error:
+            mixed = error.message
+            continue
+        group.subtotal, group.currency = totals.amount, totals.currency
+    try:
+        grand = _totals(lines, entries, default_currency)
+    except CartError as error:
+        mixed = error.message
+        grand = Totals(Decimal("0.00"), default_currency)
+    return CartView(list(groups.values()), grand.amount, grand.currency, mixed)
+
+
+async def get_cart_view(
+    session: AsyncSession,
+    identity: Identity | None,
+    *,
+    default_currency: str,
+    page: PageRef | None = None,
+) -> CartView:
+    """The owner's whole cart, or one page's part of it (two queries, whatever its size)."""
+    if identity is None:
+        return CartView([], Decimal("0.00"), default_currency)
+    page_id = page.id if page else None
+    lines = await get_cart_lines(session, identity, page_id=page_id)
+    entries = await get_cart_entries(session, identity, page_id=page_id)
+    return group_by_page(lines, entries, default_currency=default_currency)

@@ -1,0 +1,126 @@
+"""The cart badge numbers, in one query: what the sibling apps show on every page."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import Select, and_, func, literal, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bp.cart.services.identity import Identity
+from bp.cart.services.total import quantize_money
+from models import Calendar, CalendarEntry, CartItem, MarketPlace, Post, Product
+from services.errors import CartError, NotFoundError
+
+ZERO = Decimal("0.00")
+
+
+@dataclass(frozen=True)
+class CartSummary:
+    product_count: int
+    entry_count: int
+    total: Decimal
+    currency: str
+
+    @property
+    def count(self) -> int:
+        return self.product_count + self.entry_count
+
+    def as_json(self) -> dict[str, Any]:
+        """The internal API's shape; money as a string."""
+        return {
+            "count": self.count,
+            "total": f"{self.total:.2f}",
+            "currency": self.currency,
+            "product_count": self.product_count,
+            "entry_count": self.entry_count,
+        }
+
+
+def empty_summary(currency: str) -> CartSummary:
+    return CartSummary(0, 0, ZERO, currency)
+
+
+def _page_id(page_slug: str) -> Any:
+    return (
+        select(Post.id)
+        .where(Post.slug == page_slug, Post.is_page.is_(True))
+        .limit(1)
+        .scalar_subquery()
+    )
+
+
+def _summary_query(identity: Identity | None, page_slug: str | None) -> Select[Any]:
+    price = func.coalesce(Product.special_price, Product.regular_price)
+    page_id = _page_id(page_slug) if page_slug is not None else None
+    owner_lines = identity.owns(CartItem) if identity else literal(False)
+    owner_entries = identity.owns(CalendarEntry) if identity else literal(False)
+    lines = (
+        select(
+            func.coalesce(func.sum(CartItem.quantity), 0).label("quantity"),
+            func.coalesce(func.sum(CartItem.quantity * price), 0).label("amount"),
+            func.array_agg(func.distinct(Product.currency)).label("currencies"),
+        )
+        .join(Product, Product.id == CartItem.product_id)
+        .where(
+            owner_lines,
+            CartItem.deleted_at.is_(None),
+            Product.deleted_at.is_(None),
+            price.is_not(None),
+        )
+    )
+    entries = select(
+        func.count(CalendarEntry.id).label("quantity"),
+        func.coalesce(func.sum(CalendarEntry.cost), 0).label("amount"),
+        func.array_agg(func.distinct(CalendarEntry.currency)).label("currencies"),
+    ).where(
+        owner_entries,
+        CalendarEntry.state == "pending",
+        CalendarEntry.deleted_at.is_(None),
+    )
+    if page_id is not None:
+        lines = lines.join(
+            MarketPlace,
+            and_(MarketPlace.id == CartItem.market_place_id, MarketPlace.post_id == page_id),
+        )
+        entries = entries.join(
+            Calendar,
+            and_(Calendar.id == CalendarEntry.calendar_id, Calendar.post_id == page_id),
+        )
+    line_row = lines.subquery("lines")
+    entry_row = entries.subquery("entries")
+    return select(
+        page_id.label("page_id") if page_id is not None else literal(None).label("page_id"),
+        line_row.c.quantity,
+        line_row.c.amount,
+        line_row.c.currencies,
+        entry_row.c.quantity.label("entry_quantity"),
+        entry_row.c.amount.label("entry_amount"),
+        entry_row.c.currencies.label("entry_currencies"),
+    ).select_from(line_row.join(entry_row, literal(True)))
+
+
+async def get_cart_summary(
+    session: AsyncSession,
+    identity: Identity | None,
+    *,
+    page_slug: str | None = None,
+    default_currency: str,
+) -> CartSummary:
+    """Counts and total of the owner's cart (or one page's part), in one query."""
+    if identity is None and page_slug is None:
+        return empty_summary(default_currency)
+    row = (await session.execute(_summary_query(identity, page_slug))).one()
+    if page_slug is not None and row.page_id is None:
+        raise NotFoundError(f"There is no page called {page_slug!r}.")
+    currencies = {c for c in (row.currencies or []) + (row.entry_currencies or []) if c}
+    if len(currencies) > 1:
+        raise CartError("Your cart mixes currencies; please check it out page by page.")
+    return CartSummary(
+        product_count=int(row.quantity),
+        entry_count=int(row.entry_quantity),
+        total=quantize_money(Decimal(row.amount) + Decimal(row.entry_amount)),
+        currency=currencies.pop() if currencies else default_currency,
+    )

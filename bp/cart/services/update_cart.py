@@ -1,0 +1,205 @@
+"""Cart writes: add a product, set a line's quantity, remove a line.
+
+Every write of one owner runs under that owner's advisory lock, so racing requests
+end as if they had run one after the other; the partial unique index keeps one live
+line per owner, product and market place whatever happens.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import func, select, text, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bp.cart.services.identity import Identity, lock_identity
+from bp.cart.services.total import unit_price
+from models import CalendarEntry, CartItem, MarketPlace, Product
+from services.errors import CartError, NotFoundError
+
+
+@dataclass(frozen=True)
+class LineChange:
+    """What a write did, for the message shown to the shopper."""
+
+    title: str
+    quantity: int
+
+
+async def _buyable_product(session: AsyncSession, product_id: int) -> Product:
+    product = await session.get(Product, product_id)
+    if product is None or product.deleted_at is not None:
+        raise NotFoundError("That product is not available any more.")
+    if unit_price(product.regular_price, product.special_price) is None:
+        raise CartError(f"{product.title} has no price yet, so it cannot be bought.")
+    return product
+
+
+async def _market_place_for(
+    session: AsyncSession, product: Product, market_place_id: int | None
+) -> int:
+    chosen = market_place_id if market_place_id is not None else product.market_place_id
+    if chosen is None:
+        raise CartError(f"Please choose where to buy {product.title}.")
+    if product.market_place_id is not None and chosen != product.market_place_id:
+        raise CartError(f"{product.title} is not sold at that market.")
+    if await session.get(MarketPlace, chosen) is None:
+        raise NotFoundError("That market does not exist.")
+    return chosen
+
+
+async def _cart_currencies(session: AsyncSession, identity: Identity) -> set[str]:
+    line_currencies = (
+        select(Product.currency)
+        .join(CartItem, CartItem.product_id == Product.id)
+        .where(identity.owns(CartItem), CartItem.deleted_at.is_(None))
+    )
+    entry_currencies = select(CalendarEntry.currency).where(
+        identity.owns(CalendarEntry),
+        CalendarEntry.state == "pending",
+        CalendarEntry.deleted_at.is_(None),
+    )
+    rows = await session.scalars(line_currencies.union(entry_currencies))
+    return set(rows)
+
+
+async def check_currency(session: AsyncSession, identity: Identity, currency: str) -> None:
+    """Refuse to put a second currency into a cart."""
+    held = await _cart_currencies(session, identity)
+    if held and currency not in held:
+        raise CartError(
+            f"Your cart holds items priced in {', '.join(sorted(held))}; this one is priced "
+            f"in {currency}. Please check out your cart before adding it."
+        )
+
+
+def _live_line_conflict(identity: Identity) -> dict[str, object]:
+    owner = "user_id" if identity.user_id is not None else "session_id"
+    return {
+        "index_elements": [owner, "product_id", "market_place_id"],
+        "index_where": text(f"deleted_at IS NULL AND {owner} IS NOT NULL"),
+    }
+
+
+async def upsert_line(
+    session: AsyncSession,
+    identity: Identity,
+    *,
+    product_id: int,
+    market_place_id: int,
+    quantity: int,
+    max_quantity: int,
+) -> int | None:
+    """Add `quantity` to the owner's live line; None when that would pass the maximum."""
+    statement = insert(CartItem).values(
+        **identity.columns(),
+        product_id=product_id,
+        market_place_id=market_place_id,
+        quantity=quantity,
+    )
+    upsert = statement.on_conflict_do_update(
+        **_live_line_conflict(identity),  # type: ignore[arg-type]
+        set_={
+            "quantity": CartItem.quantity + statement.excluded.quantity,
+            "updated_at": func.now(),
+        },
+        where=CartItem.quantity + statement.excluded.quantity <= max_quantity,
+    ).returning(CartItem.quantity)
+    new_quantity: int | None = await session.scalar(upsert)
+    return new_quantity
+
+
+async def add_to_cart(
+    session: AsyncSession,
+    identity: Identity,
+    *,
+    product_id: int,
+    quantity: int,
+    market_place_id: int | None,
+    max_quantity: int,
+) -> LineChange:
+    """Put `quantity` of a product in the owner's cart (adding to a line already there)."""
+    await lock_identity(session, identity)
+    product = await _buyable_product(session, product_id)
+    market = await _market_place_for(session, product, market_place_id)
+    await check_currency(session, identity, product.currency)
+    new_quantity = await upsert_line(
+        session,
+        identity,
+        product_id=product.id,
+        market_place_id=market,
+        quantity=quantity,
+        max_quantity=max_quantity,
+    )
+    if new_quantity is None:
+        raise CartError(f"You can have at most {max_quantity} of {product.title} in your cart.")
+    return LineChange(product.title, new_quantity)
+
+
+async def _live_lines(
+    session: AsyncSession, identity: Identity, product_id: int, market_place_id: int | None
+) -> list[CartItem]:
+    query = select(CartItem).where(
+        identity.owns(CartItem),
+        CartItem.product_id == product_id,
+        CartItem.deleted_at.is_(None),
+    )
+    if market_place_id is not None:
+        query = query.where(CartItem.market_place_id == market_place_id)
+    return list(await session.scalars(query.with_for_update()))
+
+
+async def _product_title(session: AsyncSession, product_id: int) -> str:
+    title = await session.scalar(select(Product.title).where(Product.id == product_id))
+    return title or "That product"
+
+
+async def set_quantity(
+    session: AsyncSession,
+    identity: Identity,
+    *,
+    product_id: int,
+    quantity: int,
+    market_place_id: int | None,
+    max_quantity: int,
+) -> LineChange:
+    """Set a line's quantity; 0 removes it."""
+    if quantity == 0:
+        return await remove_from_cart(
+            session, identity, product_id=product_id, market_place_id=market_place_id
+        )
+    await lock_identity(session, identity)
+    lines = await _live_lines(session, identity, product_id, market_place_id)
+    if not lines:
+        raise NotFoundError("That product is not in your cart.")
+    if len(lines) > 1:
+        raise CartError("That product is in your cart from several markets; choose one.")
+    if quantity > max_quantity:
+        raise CartError(f"You can have at most {max_quantity} of one product in your cart.")
+    await session.execute(
+        update(CartItem)
+        .where(CartItem.id == lines[0].id)
+        .values(quantity=quantity, updated_at=func.now())
+    )
+    return LineChange(await _product_title(session, product_id), quantity)
+
+
+async def remove_from_cart(
+    session: AsyncSession,
+    identity: Identity,
+    *,
+    product_id: int,
+    market_place_id: int | None,
+) -> LineChange:
+    """Take a product's line(s) out of the cart (soft delete)."""
+    await lock_identity(session, identity)
+    lines = await _live_lines(session, identity, product_id, market_place_id)
+    if not lines:
+        raise NotFoundError("That product is not in your cart.")
+    await session.execute(
+        update(CartItem)
+        .where(CartItem.id.in_([line.id for line in lines]))
+        .values(deleted_at=func.now(), updated_at=func.now())
+    )
+    return LineChange(await _product_title(session, product_id), 0)
