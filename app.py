@@ -22,6 +22,7 @@ from services.db import init_db
 from services.metrics import init_metrics
 from services.redis_client import create_redis
 from services.sessions import RedisSessionInterface
+from services.sumup import init_sumup
 from services.web import init_error_handlers, init_templates
 
 log = logging.getLogger("cart")
@@ -44,6 +45,7 @@ def _register_blueprints(app: Quart, settings: Settings) -> None:
     from bp.cart.overview_routes import bp as cart_overview_bp
     from bp.cart.page_routes import bp as cart_page_bp
     from bp.ops.commands import bp as ops_commands_bp
+    from bp.ops.event_commands import bp as event_commands_bp
     from bp.ops.routes import bp as ops_bp
     from bp.order.routes import bp as order_bp
     from bp.orders.routes import bp as orders_bp
@@ -52,6 +54,7 @@ def _register_blueprints(app: Quart, settings: Settings) -> None:
     for blueprint in (
         ops_bp,
         ops_commands_bp,
+        event_commands_bp,
         cart_api_bp,
         cart_global_bp,
         cart_overview_bp,
@@ -92,6 +95,7 @@ def create_app(settings: Settings | None = None, **config: Any) -> Quart:
         await app.extensions["redis"].aclose()
 
     init_db(app)
+    init_sumup(app)
     init_metrics(app)
     init_templates(app)
     init_error_handlers(app)
