@@ -22,6 +22,7 @@ from services.db import init_db
 from services.metrics import init_metrics
 from services.redis_client import create_redis
 from services.sessions import RedisSessionInterface
+from services.sumup import init_sumup
 from services.web import init_error_handlers, init_templates
 
 log = logging.getLogger("cart")
@@ -94,6 +95,7 @@ def create_app(settings: Settings | None = None, **config: Any) -> Quart:
         await app.extensions["redis"].aclose()
 
     init_db(app)
+    init_sumup(app)
     init_metrics(app)
     init_templates(app)
     init_error_handlers(app)

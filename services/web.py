@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import secrets
 from collections.abc import Iterable
 from datetime import timedelta
 from decimal import Decimal
@@ -104,6 +105,7 @@ def init_templates(app: Quart) -> None:
     """Template filters and globals every page uses."""
     app.jinja_env.filters["money"] = format_money
     app.jinja_env.globals["csrf_token"] = csrf_token
+    app.jinja_env.globals["new_idempotency_key"] = lambda: secrets.token_urlsafe(18)
 
 
 def init_error_handlers(app: Quart) -> None:

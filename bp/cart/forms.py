@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from wtforms import Form, IntegerField, StringField
-from wtforms.validators import NumberRange, Optional
+from wtforms.validators import Length, NumberRange, Optional
 
 from services.errors import CartError
 from services.web import CsrfForm
@@ -51,3 +51,9 @@ def quantity_of(form: AddForm | UpdateForm) -> int:
     """The quantity asked for (1 when an add form leaves it out)."""
     value = form.quantity.data
     return 1 if value is None else int(value)
+
+
+class CheckoutForm(CsrfForm):
+    """Carries the idempotency key rendered with the cart, so a resubmit is recognised."""
+
+    idempotency_key = StringField(validators=[Optional(), Length(min=8, max=64)])

@@ -1,16 +1,41 @@
-"""Cart-wide actions: add, update, remove a line, take a booking out."""
+"""Cart-wide actions: lines and bookings, checkout, SumUp's webhook and return page."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from quart import Blueprint
+from quart import Blueprint, render_template, request
 
-from bp.cart.forms import AddForm, PlainForm, RemoveForm, UpdateForm, quantity_of, raise_for_errors
-from bp.cart.responses import after_write, settings, writing_identity
+from bp.cart.forms import (
+    AddForm,
+    CheckoutForm,
+    PlainForm,
+    RemoveForm,
+    UpdateForm,
+    quantity_of,
+    raise_for_errors,
+)
+from bp.cart.responses import (
+    after_write,
+    checkout_context,
+    current_identity,
+    current_identity_or_empty,
+    go_to_payment,
+    settings,
+    writing_identity,
+)
 from bp.cart.services.calendar_cart import remove_entry_from_cart
+from bp.cart.services.check_sumup_status import check_sumup_status
+from bp.cart.services.checkout import (
+    CheckoutRequest,
+    create_order_from_cart,
+    webhook_token_is_valid,
+)
+from bp.cart.services.order_queries import get_order_for_owner
 from bp.cart.services.update_cart import add_to_cart, remove_from_cart, set_quantity
 from services.db import db_session
+from services.errors import NotFoundError, PaymentProviderError
+from services.order_lifecycle import get_entries_for_order
 from services.web import bind_form
 
 bp = Blueprint("cart_global", __name__, url_prefix="/cart")
@@ -75,3 +100,62 @@ async def remove_entry(entry_id: int) -> Any:
     form = await bind_form(PlainForm)
     name = await remove_entry_from_cart(db_session(), writing_identity(), entry_id=entry_id)
     return await after_write(f"{name} was taken out of your cart.", form.next.data)
+
+
+@bp.post("/checkout/")
+async def checkout() -> Any:
+    """Whole-cart checkout: an order, then SumUp's hosted payment page."""
+    form = await bind_form(CheckoutForm)
+    raise_for_errors(form, max_quantity=settings().cart.max_quantity_per_line)
+    db = db_session()
+    order = await create_order_from_cart(
+        db,
+        CheckoutRequest(current_identity_or_empty(), None, form.idempotency_key.data or None),
+        settings=settings(),
+    )
+    await db.commit()  # the order exists before SumUp is called, outside any lock
+    return await go_to_payment(order.id)
+
+
+@bp.post("/checkout/webhook/<int:order_id>/")
+async def webhook(order_id: int) -> Any:
+    """SumUp's status notification: verified by fetching the checkout, never trusted."""
+    token = request.args.get("token", "")
+    if not webhook_token_is_valid(settings().secret_key.reveal(), order_id, token):
+        return "", 404
+    body = await request.get_json(force=True, silent=True)
+    event = body.get("event_type") if isinstance(body, dict) else None
+    if event != "CHECKOUT_STATUS_CHANGED":
+        return "", 204
+    try:
+        await check_sumup_status(db_session(), order_id, context=checkout_context())
+    except PaymentProviderError:
+        # SumUp retries a 5xx later; the reconcile sweep is the backstop.
+        return "", 503
+    except NotFoundError:
+        return "", 404
+    return "", 204
+
+
+@bp.get("/checkout/return/<int:order_id>/")
+async def checkout_return(order_id: int) -> Any:
+    """Where SumUp sends the shopper back: paid, still confirming, or failed."""
+    db = db_session()
+    order = await get_order_for_owner(db, current_identity(), order_id)
+    check = request.args.get("check", "0")
+    tries = int(check) if check.isdigit() else 0
+    unreachable = False
+    if order.is_unpaid and order.sumup_checkout_id:
+        try:
+            order = await check_sumup_status(db, order.id, context=checkout_context())
+        except PaymentProviderError:
+            unreachable = True
+    entries = await get_entries_for_order(db, order_id=order.id)
+    limit = settings().orders.return_page_rechecks
+    return await render_template(
+        "cart/return.html",
+        order=order,
+        entries=entries,
+        unreachable=unreachable,
+        next_check=tries + 1 if tries < limit else None,
+    )

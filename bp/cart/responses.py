@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from quart import current_app, flash, redirect, session, url_for
+from quart import current_app, flash, redirect, render_template, session, url_for
 from werkzeug.wrappers import Response as WerkzeugResponse
 
+from bp.cart.services.checkout import CheckoutContext, start_hosted_checkout
 from bp.cart.services.identity import Identity, ensure_identity, identity_from_session
 from bp.cart.services.summary import get_cart_summary
 from config import Settings
 from services.db import db_session
+from services.errors import PaymentProviderError
 from services.web import safe_next, wants_json
 
 
@@ -23,6 +25,11 @@ def settings() -> Settings:
 def current_identity() -> Identity | None:
     """The shopper's cart owner, if they have one yet."""
     return identity_from_session(session)
+
+
+def current_identity_or_empty() -> Identity:
+    """The shopper's cart owner, or a throwaway one that owns nothing (an empty cart)."""
+    return identity_from_session(session) or Identity(session_id="-")
 
 
 def writing_identity() -> Identity:
@@ -48,3 +55,23 @@ async def after_write(message: str, next_url: str | None) -> Any:
     target = safe_next(next_url, allowed_origins=site_origins())
     response: WerkzeugResponse = redirect(target or url_for("cart_overview.overview"), 303)
     return response
+
+
+def checkout_context() -> CheckoutContext:
+    """Settings and SumUp clients, for the checkout services."""
+    return CheckoutContext(settings(), current_app.extensions["sumup"])
+
+
+async def go_to_payment(order_id: int) -> Any:
+    """303 to SumUp's hosted page; a page that says what happened when SumUp fails."""
+    sessions = current_app.extensions["db_sessionmaker"]
+    try:
+        hosted = await start_hosted_checkout(sessions, order_id, checkout_context())
+    except PaymentProviderError as error:
+        page = await render_template(
+            "cart/payment_problem.html", order_id=order_id, message=error.message
+        )
+        return page, error.status_code
+    if hosted.paid or hosted.url is None:
+        return redirect(url_for("cart_global.checkout_return", order_id=order_id), 303)
+    return redirect(hosted.url, 303)

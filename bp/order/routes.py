@@ -2,6 +2,47 @@
 
 from __future__ import annotations
 
-from quart import Blueprint
+from typing import Any
+
+from quart import Blueprint, flash, redirect, render_template, url_for
+
+from bp.cart.forms import PlainForm
+from bp.cart.responses import checkout_context, current_identity, go_to_payment
+from bp.cart.services.check_sumup_status import check_sumup_status
+from bp.cart.services.order_queries import get_order_for_owner
+from services.db import db_session
+from services.order_lifecycle import get_entries_for_order
+from services.web import bind_form
 
 bp = Blueprint("order", __name__, url_prefix="/orders")
+
+
+@bp.get("/<int:order_id>/")
+async def detail(order_id: int) -> str:
+    """An order's items, entries, totals and payment state (404 for anyone but its owner)."""
+    db = db_session()
+    order = await get_order_for_owner(db, current_identity(), order_id)
+    entries = await get_entries_for_order(db, order_id=order.id)
+    return await render_template("order/detail.html", order=order, entries=entries)
+
+
+@bp.post("/<int:order_id>/pay/")
+async def pay(order_id: int) -> Any:
+    """Pay an unpaid order (again): a new SumUp checkout, or the one still open."""
+    await bind_form(PlainForm)
+    order = await get_order_for_owner(db_session(), current_identity(), order_id)
+    if not order.is_unpaid:
+        await flash(f"Order {order.number} is {order.status}; there is nothing to pay.", "success")
+        return redirect(url_for("order.detail", order_id=order.id), 303)
+    return await go_to_payment(order.id)
+
+
+@bp.post("/<int:order_id>/recheck/")
+async def recheck(order_id: int) -> Any:
+    """Ask SumUp for the payment status now, then show the order."""
+    await bind_form(PlainForm)
+    db = db_session()
+    order = await get_order_for_owner(db, current_identity(), order_id)
+    order = await check_sumup_status(db, order.id, context=checkout_context())
+    await flash(f"Order {order.number} is {order.status}.", "success")
+    return redirect(url_for("order.detail", order_id=order.id), 303)

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bp.cart.services.get_cart import PageRef
 from bp.cart.services.identity import Identity, lock_identity
+from bp.cart.services.update_cart import fits_sql_integer
 from models import Calendar, CalendarEntry, Post
 from services.errors import NotFoundError
 
@@ -68,6 +69,8 @@ async def remove_entry_from_cart(
     session: AsyncSession, identity: Identity, *, entry_id: int
 ) -> str:
     """Cancel one of the owner's pending entries; 404 for anyone else's or a non-pending one."""
+    if not fits_sql_integer(entry_id):
+        raise NotFoundError("That booking is not in your cart.")
     await lock_identity(session, identity)
     name = await session.scalar(
         update(CalendarEntry)

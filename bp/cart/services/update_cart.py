@@ -18,6 +18,17 @@ from bp.cart.services.total import unit_price
 from models import CalendarEntry, CartItem, MarketPlace, Product
 from services.errors import CartError, NotFoundError
 
+# Ids and quantities are PostgreSQL `integer`s: a bigger number names nothing, and
+# asyncpg refuses to send it, so it must not reach a query.
+SQL_INTEGER_MAX = 2**31 - 1
+
+
+def fits_sql_integer(*values: int | None) -> bool:
+    """Whether every given number fits a PostgreSQL `integer` column."""
+    return all(
+        value is None or -SQL_INTEGER_MAX - 1 <= value <= SQL_INTEGER_MAX for value in values
+    )
+
 
 @dataclass(frozen=True)
 class LineChange:
@@ -28,7 +39,7 @@ class LineChange:
 
 
 async def _buyable_product(session: AsyncSession, product_id: int) -> Product:
-    product = await session.get(Product, product_id)
+    product = await session.get(Product, product_id) if fits_sql_integer(product_id) else None
     if product is None or product.deleted_at is not None:
         raise NotFoundError("That product is not available any more.")
     if unit_price(product.regular_price, product.special_price) is None:
@@ -44,7 +55,7 @@ async def _market_place_for(
         raise CartError(f"Please choose where to buy {product.title}.")
     if product.market_place_id is not None and chosen != product.market_place_id:
         raise CartError(f"{product.title} is not sold at that market.")
-    if await session.get(MarketPlace, chosen) is None:
+    if not fits_sql_integer(chosen) or await session.get(MarketPlace, chosen) is None:
         raise NotFoundError("That market does not exist.")
     return chosen
 
@@ -124,6 +135,8 @@ async def add_to_cart(
     product = await _buyable_product(session, product_id)
     market = await _market_place_for(session, product, market_place_id)
     await check_currency(session, identity, product.currency)
+    if quantity > max_quantity:
+        raise CartError(f"You can have at most {max_quantity} of {product.title} in your cart.")
     new_quantity = await upsert_line(
         session,
         identity,
@@ -140,6 +153,8 @@ async def add_to_cart(
 async def _live_lines(
     session: AsyncSession, identity: Identity, product_id: int, market_place_id: int | None
 ) -> list[CartItem]:
+    if not fits_sql_integer(product_id, market_place_id):
+        return []
     query = select(CartItem).where(
         identity.owns(CartItem),
         CartItem.product_id == product_id,
