@@ -183,7 +183,7 @@ async def test_webhook_twice_at_once_and_return_page_confirm_once(
         client.get(f"/cart/checkout/return/{order.id}/"),
         client.get(f"/cart/checkout/return/{order.id}/"),
     )
-    token = webhook_token(client.app.config["SECRET_KEY"], order.id)  # type: ignore[attr-defined]
+    token = webhook_token(client.app.config["SECRET_KEY"], order.id)
     async with httpx.AsyncClient() as http:
         await asyncio.gather(
             *(
@@ -227,7 +227,7 @@ async def test_unknown_webhook_event_type_is_acknowledged_and_ignored(
     await _cart_with_entry(client, db)
     await _checkout(client)
     [order] = await _orders(db)
-    token = webhook_token(client.app.config["SECRET_KEY"], order.id)  # type: ignore[attr-defined]
+    token = webhook_token(client.app.config["SECRET_KEY"], order.id)
     async with httpx.AsyncClient() as http:
         response = await http.post(
             f"{live_url}/cart/checkout/webhook/{order.id}/?token={token}",
