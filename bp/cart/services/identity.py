@@ -7,6 +7,8 @@ view. These functions read and write only the session mapping they are given.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import secrets
 from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
@@ -66,11 +68,22 @@ def identity_from_session(session: Mapping[str, Any]) -> Identity | None:
     return None
 
 
+def _anonymous_id(session: Mapping[str, Any]) -> str:
+    # Derived from the session's own id when it has one, so that first writes racing
+    # in one session (a double click on "add") share one cart; last write of the
+    # session would otherwise win and orphan the others' lines.
+    sid = getattr(session, "sid", None)
+    if not isinstance(sid, str) or not sid:
+        return secrets.token_urlsafe(24)
+    digest = hashlib.sha256(f"cart-anonymous:{sid}".encode()).digest()
+    return base64.urlsafe_b64encode(digest[:24]).decode("ascii")
+
+
 def ensure_identity(session: MutableMapping[str, Any]) -> Identity:
     """The session's identity, creating the anonymous id on the first cart write."""
     identity = identity_from_session(session)
     if identity is None:
-        session[ANONYMOUS_KEY] = secrets.token_urlsafe(24)
+        session[ANONYMOUS_KEY] = _anonymous_id(session)
         identity = Identity(session_id=session[ANONYMOUS_KEY])
     return identity
 
