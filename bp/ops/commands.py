@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 
 import click
 from quart import Blueprint
@@ -59,3 +60,33 @@ def load_demo_data_command() -> None:
     created = asyncio.run(run())
     summary = ", ".join(f"{count} {name}" for name, count in created.items()) or "nothing new"
     click.echo(f"demo data loaded: {summary}")
+
+
+@bp.cli.command("reconcile")
+@click.option("--batch-size", type=click.IntRange(1, 10000), default=None, help="Orders per pass.")
+def reconcile_command(batch_size: int | None) -> None:
+    """Re-check unpaid orders with SumUp and expire the stale ones (safe to run anywhere)."""
+    from bp.cart.services.checkout import CheckoutContext
+    from bp.cart.services.reconcile import reconcile_orders
+    from services.sumup import SumUpClients
+
+    settings = command_settings()
+
+    async def run() -> str:
+        engine = create_engine(settings.database_url, pool_size=2)
+        clients = SumUpClients(
+            base_url=settings.sumup.base_url, timeout_seconds=settings.sumup.timeout_seconds
+        )
+        try:
+            report = await reconcile_orders(
+                create_sessionmaker(engine),
+                CheckoutContext(settings, clients),
+                batch_size=batch_size or settings.reconcile.batch_size,
+                expire_after=timedelta(minutes=settings.orders.unpaid_expiry_minutes),
+            )
+        finally:
+            await clients.aclose()
+            await engine.dispose()
+        return str(report)
+
+    click.echo(f"reconcile: {asyncio.run(run())}")

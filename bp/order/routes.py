@@ -8,8 +8,9 @@ from quart import Blueprint, flash, redirect, render_template, url_for
 
 from bp.cart.forms import PlainForm
 from bp.cart.responses import checkout_context, current_identity, go_to_payment
+from bp.cart.services.cancel_order import CancelOutcome, cancel_order
 from bp.cart.services.check_sumup_status import check_sumup_status
-from bp.cart.services.order_queries import get_order_for_owner
+from bp.cart.services.order_queries import get_order_for_owner, get_order_history
 from services.db import db_session
 from services.order_lifecycle import get_entries_for_order
 from services.web import bind_form
@@ -23,7 +24,8 @@ async def detail(order_id: int) -> str:
     db = db_session()
     order = await get_order_for_owner(db, current_identity(), order_id)
     entries = await get_entries_for_order(db, order_id=order.id)
-    return await render_template("order/detail.html", order=order, entries=entries)
+    history = await get_order_history(db, order.id)
+    return await render_template("order/detail.html", order=order, entries=entries, history=history)
 
 
 @bp.post("/<int:order_id>/pay/")
@@ -45,4 +47,22 @@ async def recheck(order_id: int) -> Any:
     order = await get_order_for_owner(db, current_identity(), order_id)
     order = await check_sumup_status(db, order.id, context=checkout_context())
     await flash(f"Order {order.number} is {order.status}.", "success")
+    return redirect(url_for("order.detail", order_id=order.id), 303)
+
+
+CANCEL_MESSAGES = {
+    CancelOutcome.CANCELLED: "Order {number} is cancelled; its bookings are back in your cart.",
+    CancelOutcome.ALREADY_CANCELLED: "Order {number} was already cancelled.",
+    CancelOutcome.PAID: "Order {number} is paid, so it cannot be cancelled here.",
+}
+
+
+@bp.post("/<int:order_id>/cancel/")
+async def cancel(order_id: int) -> Any:
+    """Cancel an unpaid order: SumUp checkout deactivated, bookings back in the cart."""
+    await bind_form(PlainForm)
+    db = db_session()
+    order = await get_order_for_owner(db, current_identity(), order_id)
+    outcome = await cancel_order(db, order, checkout_context())
+    await flash(CANCEL_MESSAGES[outcome].format(number=order.number), "success")
     return redirect(url_for("order.detail", order_id=order.id), 303)

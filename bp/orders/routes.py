@@ -2,12 +2,35 @@
 
 from __future__ import annotations
 
-from quart import Blueprint, render_template
+from quart import Blueprint, render_template, request
+
+from bp.cart.responses import current_identity, settings
+from bp.cart.services.order_queries import list_orders
+from models.order import ORDER_STATUSES
+from services.db import db_session
+from services.errors import ServiceError
 
 bp = Blueprint("orders", __name__, url_prefix="/orders")
 
 
 @bp.get("/")
-async def list_orders() -> str:
-    """The current shopper's orders, newest first."""
-    return await render_template("orders/list.html", orders=[])
+async def list_orders_page() -> str:
+    """The current shopper's orders, newest first, filtered by status or number."""
+    status = request.args.get("status") or None
+    if status is not None and status not in ORDER_STATUSES:
+        raise ServiceError(f"There is no order status called {status!r}.", status_code=422)
+    before_arg = request.args.get("before", "")
+    if before_arg and not before_arg.isdigit():
+        raise ServiceError("That page of orders does not exist.", status_code=422)
+    search = (request.args.get("q") or "").strip()[:32] or None
+    page = await list_orders(
+        db_session(),
+        current_identity(),
+        page_size=settings().orders.page_size,
+        before=int(before_arg) if before_arg else None,
+        status=status,
+        search=search,
+    )
+    return await render_template(
+        "orders/list.html", page=page, status=status, search=search, statuses=ORDER_STATUSES
+    )

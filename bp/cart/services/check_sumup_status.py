@@ -80,7 +80,7 @@ def _paid_transaction(checkout: Any) -> tuple[str | None, str | None]:
     return getattr(checkout, "transaction_code", None), getattr(checkout, "transaction_id", None)
 
 
-async def _reload(session: AsyncSession, order_id: int) -> Order:
+async def reload_order(session: AsyncSession, order_id: int) -> Order:
     order = await session.scalar(
         select(Order)
         .options(selectinload(Order.items))
@@ -111,7 +111,7 @@ async def mark_paid(session: AsyncSession, order: Order, checkout: Any) -> bool:
     )
     if moved is None:
         return False
-    order = await _reload(session, order.id)
+    order = await reload_order(session, order.id)
     if moved:
         log.error(
             "order %s was paid at SumUp after it was cancelled: kept as paid, marked for refund",
@@ -144,7 +144,7 @@ async def _mark_unsuccessful(session: AsyncSession, order: Order, sumup_status: 
     )
     if moved is None:
         return
-    order = await _reload(session, order.id)
+    order = await reload_order(session, order.id)
     await emit_event(
         session,
         event,
@@ -157,7 +157,7 @@ async def check_sumup_status(
     session: AsyncSession, order_id: int, *, context: CheckoutContext
 ) -> Order:
     """Fetch the order's checkout from SumUp, verify it, and move the order accordingly."""
-    order = await _reload(session, order_id)
+    order = await reload_order(session, order_id)
     if order.status == "paid" or not order.sumup_checkout_id:
         return order
     checkout = await _fetch_checkout(session, order, context)
@@ -185,4 +185,4 @@ async def check_sumup_status(
             .values(sumup_status="PENDING")
         )
     await session.flush()
-    return await _reload(session, order.id)
+    return await reload_order(session, order.id)

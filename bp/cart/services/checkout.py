@@ -20,6 +20,7 @@ import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -372,10 +373,10 @@ async def _create_or_recover(
         raise _provider_error(error, "create") from None
 
 
-async def _deactivate_previous(
+async def retire_checkout(
     context: CheckoutContext, account: SumUpAccount, checkout_id: str
 ) -> bool:
-    """Retire an earlier attempt's checkout; True when SumUp says it was already paid."""
+    """Deactivate a checkout at SumUp; True when SumUp says it was already processed."""
     client = context.clients.for_account(account)
     try:
         await client.checkouts.deactivate(checkout_id)
@@ -387,6 +388,21 @@ async def _deactivate_previous(
     except APIError as error:
         raise _provider_error(error, "deactivate") from None
     return False
+
+
+async def _check_still_whole(session: AsyncSession, order: Order) -> None:
+    """An expired order whose bookings went back to the cart cannot be paid as it was."""
+    items_total = sum((item.line_total for item in order.items), Decimal("0.00"))
+    held = await session.scalar(
+        select(func.coalesce(func.sum(CalendarEntry.cost), 0)).where(
+            CalendarEntry.order_id == order.id, CalendarEntry.state == "ordered"
+        )
+    )
+    if items_total + Decimal(held or 0) != order.total_amount:
+        raise CheckoutError(
+            f"Order {order.number} expired and its bookings went back to your cart. "
+            "Please check out your cart again."
+        )
 
 
 async def _reuse_or_retire(
@@ -403,7 +419,7 @@ async def _reuse_or_retire(
         if order.sumup_status == "PENDING" and order.sumup_hosted_url:
             return HostedCheckout(order.sumup_hosted_url)
     retire = order.sumup_status != "EXPIRED" and order.sumup_checkout_id
-    if retire and await _deactivate_previous(context, account, retire):
+    if retire and await retire_checkout(context, account, retire):
         order = await check_sumup_status(session, order.id, context=context)
         await session.commit()
         if order.status == "paid":
@@ -428,6 +444,7 @@ async def start_hosted_checkout(
             return HostedCheckout(None, paid=True)
         if order.status == "cancelled":
             raise CheckoutError("This order was cancelled; please check out your cart again.")
+        await _check_still_whole(session, order)
         account = await account_for_merchant(
             session, context.settings, order.sumup_merchant_code or ""
         )

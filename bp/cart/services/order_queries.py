@@ -1,13 +1,18 @@
-"""Reading orders for their owner: one order, or the owner's list."""
+"""Reading orders for their owner: one order, its history, or the owner's list."""
 
 from __future__ import annotations
 
-from sqlalchemy import select
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
 from bp.cart.services.identity import Identity
-from models import Order
+from models import CalendarEntry, DomainEvent, Order, OrderItem, Post
 from services.errors import NotFoundError
 
 
@@ -26,3 +31,111 @@ async def get_order_for_owner(
     if order is None:
         raise NotFoundError("There is no such order.")
     return order
+
+
+@dataclass(frozen=True)
+class OrderRow:
+    id: int
+    number: str
+    created_at: datetime
+    page_title: str | None
+    item_count: int
+    total: Decimal
+    currency: str
+    status: str
+
+
+@dataclass(frozen=True)
+class OrdersPage:
+    rows: list[OrderRow]
+    next_before: int | None
+    is_first: bool
+
+
+def order_id_from_search(text_: str) -> int | None:
+    """`RA-000012`, `ra-12` or `12` → 12; anything else → None."""
+    match = re.fullmatch(r"\s*(?:[A-Za-z]{1,4}-?)?0*(\d{1,12})\s*", text_)
+    return int(match.group(1)) if match else None
+
+
+async def list_orders(
+    session: AsyncSession,
+    identity: Identity | None,
+    *,
+    page_size: int,
+    before: int | None = None,
+    status: str | None = None,
+    search: str | None = None,
+) -> OrdersPage:
+    """The owner's orders, newest first, a page at a time.
+
+    Keyset pagination (`id < before`) keeps pages stable while new orders arrive.
+    One query, whatever the page size.
+    """
+    if identity is None:
+        return OrdersPage([], None, before is None)
+    item_count = (
+        select(func.coalesce(func.sum(OrderItem.quantity), 0))
+        .where(OrderItem.order_id == Order.id)
+        .scalar_subquery()
+    )
+    entry_count = (
+        select(func.count(CalendarEntry.id))
+        .where(CalendarEntry.order_id == Order.id)
+        .scalar_subquery()
+    )
+    query = (
+        select(Order, Post.title, item_count, entry_count)
+        .outerjoin(Post, Post.id == Order.page_post_id)
+        .where(identity.owns(Order))
+        .order_by(Order.id.desc())
+        .limit(page_size + 1)
+    )
+    if before is not None:
+        query = query.where(Order.id < before)
+    if status:
+        query = query.where(Order.status == status)
+    if search:
+        wanted = order_id_from_search(search)
+        query = query.where(Order.id == (wanted if wanted is not None else -1))
+    rows = (await session.execute(query)).all()
+    page = [
+        OrderRow(
+            id=order.id,
+            number=order.number,
+            created_at=order.created_at,
+            page_title=title,
+            item_count=int(items) + int(entries),
+            total=order.total_amount,
+            currency=order.currency,
+            status=order.status,
+        )
+        for order, title, items, entries in rows[:page_size]
+    ]
+    next_before = page[-1].id if len(rows) > page_size and page else None
+    return OrdersPage(page, next_before, before is None)
+
+
+@dataclass(frozen=True)
+class HistoryItem:
+    occurred_at: datetime
+    label: str
+
+
+EVENT_LABELS = {
+    "order.created": "Order placed",
+    "order.paid": "Paid",
+    "order.failed": "Payment failed",
+    "order.expired": "Expired",
+    "order.cancelled": "Cancelled",
+}
+
+
+async def get_order_history(session: AsyncSession, order_id: int) -> list[HistoryItem]:
+    """The order's status changes as far as the outbox knows them, oldest first."""
+    rows = await session.execute(
+        select(DomainEvent.occurred_at, DomainEvent.event_type)
+        .where(DomainEvent.aggregate_type == "order", DomainEvent.aggregate_id == str(order_id))
+        .order_by(DomainEvent.id)
+    )
+    return [HistoryItem(at, EVENT_LABELS.get(kind, kind)) for at, kind in rows]
