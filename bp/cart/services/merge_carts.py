@@ -82,14 +82,15 @@ async def merge_anonymous_cart(
             report.capped.append(title)
         report.lines.append((title, line.quantity))
         line.deleted_at = func.now()
-    entries = await session.scalars(
+    moved = await session.execute(
         update(CalendarEntry)
         .where(anonymous.owns(CalendarEntry), CalendarEntry.deleted_at.is_(None))
         .values(user_id=user_id, session_id=None, updated_at=func.now())
         .returning(CalendarEntry.name, CalendarEntry.state)
         .execution_options(synchronize_session=False)
     )
-    report.entries = list(entries)
+    # Entries already ordered follow their order to the user, but were not added to the cart.
+    report.entries = [name for name, state in moved if state == "pending"]
     claimed = await session.execute(
         update(Order)
         .where(Order.session_id == anonymous_id, Order.user_id.is_(None))
