@@ -1,0 +1,181 @@
+"""The cart pages and the summary run a fixed number of SQL queries, whatever the cart holds."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from quart import Quart
+from quart.typing import TestClientProtocol as Client
+from sqlalchemy import event, text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from models import CartItem, Post, Product
+from tests.factories import make_calendar, make_entry, make_market, make_page, make_user
+from tests.shopper import add, login
+
+# Measured, and kept on purpose: a change here is a change to every page's cost.
+OVERVIEW_QUERIES = 4  # lines, entries, then the badge summary and the navigation
+PAGE_CART_QUERIES = 5  # the page, lines, entries, the badge summary, the navigation
+SUMMARY_QUERIES = 1  # one query, also when scoped to a page
+
+
+@contextmanager
+def counted_queries(app: Quart) -> Iterator[list[str]]:
+    """The SQL statements the app runs inside the block."""
+    statements: list[str] = []
+
+    def count(*args: Any) -> None:
+        statements.append(args[2])
+
+    engine = app.extensions["db_engine"].sync_engine
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        yield statements
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+
+
+async def fill_cart(
+    client: Client,
+    db: AsyncSession,
+    *,
+    name: str,
+    pages: int,
+    lines_per_page: int,
+    entries: int,
+) -> list[str]:
+    """A shopper's cart of `pages × lines_per_page` lines and `entries` bookings; page slugs."""
+    slugs = []
+    products = []
+    for n in range(pages):
+        page = await make_page(db, f"{name}-{n}", nav_order=n)
+        market = await make_market(db, page)
+        slugs.append(page.slug)
+        for m in range(lines_per_page):
+            products.append(
+                Product(
+                    market_place_id=market.id,
+                    slug=f"{name}-{n}-product-{m}",
+                    title=f"{name} product {n}.{m}",
+                    regular_price=Decimal("2.50"),
+                    special_price=Decimal("2.00") if m % 2 else None,
+                )
+            )
+    db.add_all(products)
+    await db.commit()
+    first, *rest = products
+    await add(client, first.id)  # through the app, so the shopper has an identity
+    owner = (
+        await db.execute(
+            text("SELECT user_id, session_id FROM cart_items WHERE product_id = :id"),
+            {"id": first.id},
+        )
+    ).one()
+    db.add_all(
+        CartItem(
+            product_id=product.id,
+            market_place_id=product.market_place_id,
+            quantity=n % 5 + 1,
+            user_id=owner.user_id,
+            session_id=owner.session_id,
+        )
+        for n, product in enumerate(rest)
+    )
+    await db.commit()
+    for n in range(entries):
+        page = await db.scalar(
+            text("SELECT id FROM posts WHERE slug = :s"), {"s": slugs[n % pages]}
+        )
+        calendar = await make_calendar(db, await db.get_one(Post, page))
+        await make_entry(db, calendar, user_id=owner.user_id, session_id=owner.session_id)
+    await client.get("/cart/")  # shows (and so clears) the "added" message
+    return slugs
+
+
+async def queries_of(app: Quart, client: Client, path: str, **kwargs: Any) -> int:
+    with counted_queries(app) as statements:
+        response = await client.get(path, **kwargs)
+    assert response.status_code == 200, await response.get_data(as_text=True)
+    return len(statements)
+
+
+@pytest.fixture
+def shoppers(app: Quart) -> tuple[Client, Client]:
+    """A shopper with one line, and one with fifty."""
+    return app.test_client(), app.test_client()
+
+
+async def _small_and_big(db: AsyncSession, shoppers: tuple[Client, Client]) -> list[str]:
+    small, big = shoppers
+    await fill_cart(small, db, name="small", pages=1, lines_per_page=1, entries=0)
+    return await fill_cart(big, db, name="big", pages=5, lines_per_page=10, entries=10)
+
+
+async def test_overview_runs_the_same_queries_for_one_line_and_fifty(
+    app: Quart, db: AsyncSession, shoppers: tuple[Client, Client]
+) -> None:
+    await _small_and_big(db, shoppers)
+    small, big = shoppers
+    counts = [await queries_of(app, shopper, "/cart/") for shopper in shoppers]
+    assert counts == [OVERVIEW_QUERIES, OVERVIEW_QUERIES]
+    page = await (await big.get("/cart/")).get_data(as_text=True)
+    assert page.count('data-testid="cart-line"') == 50
+    assert page.count('data-testid="cart-entry"') == 10
+    assert "small product 0.0" in await (await small.get("/cart/")).get_data(as_text=True)
+
+
+async def test_page_cart_runs_the_same_queries_for_one_line_and_ten(
+    app: Quart, db: AsyncSession, shoppers: tuple[Client, Client]
+) -> None:
+    await _small_and_big(db, shoppers)
+    small, big = shoppers
+    counts = [
+        await queries_of(app, small, "/cart/small-0/"),
+        await queries_of(app, big, "/cart/big-0/"),
+    ]
+    assert counts == [PAGE_CART_QUERIES, PAGE_CART_QUERIES]
+    page = await (await big.get("/cart/big-0/")).get_data(as_text=True)
+    assert page.count('data-testid="cart-line"') == 10
+
+
+@pytest.mark.parametrize("scoped", [False, True], ids=["whole cart", "one page"])
+async def test_summary_runs_one_query_for_one_line_and_fifty(
+    scoped: bool,
+    app: Quart,
+    db: AsyncSession,
+    shoppers: tuple[Client, Client],
+    settings: Any,
+) -> None:
+    await _small_and_big(db, shoppers)
+    bearer = {"Authorization": f"Bearer {settings.internal_api_token.reveal()}"}
+    small, big = shoppers
+    paths = [
+        f"/internal/cart/summary{'?page=' + name + '-0' if scoped else ''}"
+        for name in ("small", "big")
+    ]
+    counts = [
+        await queries_of(app, small, paths[0], headers=bearer),
+        await queries_of(app, big, paths[1], headers=bearer),
+    ]
+    assert counts == [SUMMARY_QUERIES, SUMMARY_QUERIES]
+    body = await (await big.get(paths[1], headers=bearer)).get_json()
+    lines_counted = 10 if scoped else 50
+    assert body["product_count"] == 1 + sum(n % 5 + 1 for n in range(lines_counted - 1))
+
+
+async def test_signed_in_overview_runs_the_same_queries_for_one_line_and_fifty(
+    app: Quart, db: AsyncSession, shoppers: tuple[Client, Client]
+) -> None:
+    sizes = (("one", 1, 1), ("fifty", 5, 10))
+    for shopper, (name, pages, lines_per_page) in zip(shoppers, sizes, strict=True):
+        await login(shopper, (await make_user(db)).email)
+        await shopper.get("/cart/")  # the first request after sign-in runs the merge
+        await fill_cart(
+            shopper, db, name=name, pages=pages, lines_per_page=lines_per_page, entries=pages
+        )
+    counts = [await queries_of(app, shopper, "/cart/") for shopper in shoppers]
+    assert counts == [OVERVIEW_QUERIES, OVERVIEW_QUERIES]
