@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from quart import Blueprint, render_template, request
+from sumup.events import EventSignatureError, verify_event_signature
 
 from bp.cart.forms import (
     AddForm,
@@ -25,7 +27,7 @@ from bp.cart.responses import (
     writing_identity,
 )
 from bp.cart.services.calendar_cart import remove_entry_from_cart
-from bp.cart.services.check_sumup_status import check_sumup_status
+from bp.cart.services.check_sumup_status import check_sumup_status, order_id_for_checkout
 from bp.cart.services.checkout import (
     CheckoutRequest,
     create_order_from_cart,
@@ -134,6 +136,37 @@ async def webhook(order_id: int) -> Any:
         return "", 503
     except NotFoundError:
         return "", 404
+    return "", 204
+
+
+@bp.post("/checkout/events/")
+async def signed_event() -> Any:
+    """SumUp's signed event notifications (`checkouts.*`), when a signing secret is set."""
+    secret = settings().sumup.webhook_signing_secret
+    if secret is None:
+        return "", 404
+    body = await request.get_data()
+    try:
+        verify_event_signature(
+            secret.reveal(), body, request.headers.get("X-SumUp-Webhook-Signature")
+        )
+    except EventSignatureError:
+        return {"error": "Bad signature", "message": "The event signature is not valid."}, 401
+    try:
+        event = json.loads(body)
+    except ValueError:
+        return {"error": "Bad request", "message": "The event is not JSON."}, 400
+    target = event.get("object") if isinstance(event, dict) else None
+    if not isinstance(target, dict) or target.get("type") != "checkout":
+        return "", 204
+    db = db_session()
+    order_id = await order_id_for_checkout(db, str(target.get("id") or ""))
+    if order_id is None:
+        return "", 204
+    try:
+        await check_sumup_status(db, order_id, context=checkout_context())
+    except PaymentProviderError:
+        return "", 503
     return "", 204
 
 

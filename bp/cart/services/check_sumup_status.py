@@ -186,3 +186,13 @@ async def check_sumup_status(
         )
     await session.flush()
     return await reload_order(session, order.id)
+
+
+async def order_id_for_checkout(session: AsyncSession, checkout_id: str) -> int | None:
+    """The order a SumUp checkout id belongs to, if it is one of ours."""
+    if not checkout_id or len(checkout_id.encode()) > 255:
+        return None
+    order_id: int | None = await session.scalar(
+        select(Order.id).where(Order.sumup_checkout_id == checkout_id)
+    )
+    return order_id
