@@ -38,7 +38,7 @@ from bp.cart.services.get_cart import CartLine, PageRef, get_cart_lines
 from bp.cart.services.identity import Identity, lock_identity
 from bp.cart.services.total import sum_amounts
 from config import Settings
-from models import CalendarEntry, CartItem, Order, OrderItem
+from models import CalendarEntry, Order, OrderItem
 from services.errors import CartError, CheckoutError, PaymentProviderError
 from services.events import emit_event, order_event_payload
 from services.metrics import ORDERS_CREATED, SUMUP_CALLS
@@ -166,10 +166,7 @@ async def create_order_from_cart(
             return await _load_order(session, existing.id)
 
     unpaid = await _unpaid_orders(session, identity, page_id)
-    lines = await get_cart_lines(session, identity, page_id=page_id)
-    await session.execute(
-        select(CartItem.id).where(CartItem.id.in_([line.id for line in lines])).with_for_update()
-    )
+    lines = await get_cart_lines(session, identity, page_id=page_id, for_update=True)
     same_scope = next((o for o in unpaid if o.page_post_id == page_id), None)
     if same_scope is not None:
         held = await _claimed_entry_ids(session, same_scope.id)

@@ -45,9 +45,16 @@ class CartLine:
 
 
 async def get_cart_lines(
-    session: AsyncSession, identity: Identity, *, page_id: int | None = None
+    session: AsyncSession,
+    identity: Identity,
+    *,
+    page_id: int | None = None,
+    for_update: bool = False,
 ) -> list[CartLine]:
-    """Every live line of the owner (optionally of one page), in one query."""
+    """Every live line of the owner (optionally of one page), in one query.
+
+    With `for_update` the lines stay locked until the transaction ends (checkout).
+    """
     query = (
         select(CartItem, Product, MarketPlace, Post)
         .join(Product, Product.id == CartItem.product_id)
@@ -58,6 +65,8 @@ async def get_cart_lines(
     )
     if page_id is not None:
         query = query.where(MarketPlace.post_id == page_id)
+    if for_update:
+        query = query.with_for_update(of=CartItem)
     rows = await session.execute(query)
     return [
         CartLine(

@@ -52,6 +52,14 @@ async def merge_anonymous_cart(
     await lock_identity(session, user)
     await lock_identity(session, anonymous)
     report = MergeReport()
+    # Orders before cart lines: the order in which payment confirmation locks them too.
+    claimed = await session.execute(
+        update(Order)
+        .where(Order.session_id == anonymous_id, Order.user_id.is_(None))
+        .values(user_id=user_id)
+        .returning(Order.id)
+    )
+    report.orders = len(claimed.all())
     rows = await session.execute(
         select(CartItem, Product.title)
         .join(Product, Product.id == CartItem.product_id)
@@ -91,12 +99,5 @@ async def merge_anonymous_cart(
     )
     # Entries already ordered follow their order to the user, but were not added to the cart.
     report.entries = [name for name, state in moved if state == "pending"]
-    claimed = await session.execute(
-        update(Order)
-        .where(Order.session_id == anonymous_id, Order.user_id.is_(None))
-        .values(user_id=user_id)
-        .returning(Order.id)
-    )
-    report.orders = len(claimed.all())
     await session.flush()
     return report
