@@ -22,6 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from config import ConfigError, load_settings  # noqa: E402
 from sandbox.embedded import DEFAULT_DATA_DIR, embedded_servers  # noqa: E402
 
 log = logging.getLogger("devserver")
@@ -42,6 +43,15 @@ def _dev_secrets(data_dir: Path) -> dict[str, str]:
     path.write_text(json.dumps(values))
     path.chmod(0o600)
     return values
+
+
+def _validate_early(env: os._Environ[str]) -> None:
+    """Refuse bad settings before starting anything; unset URLs will be embedded."""
+    check = dict(env)
+    check.setdefault("DATABASE_URL_ASYNC", "postgresql+asyncpg://embedded/cart")
+    check.setdefault("REDIS_URL", "redis://embedded:6379/0")
+    check.setdefault("SUMUP_BASE_URL", "http://127.0.0.1:8009")
+    load_settings(check)
 
 
 def prepare_database(database_url: str) -> None:
@@ -78,6 +88,12 @@ def main() -> int:
     env.setdefault("PUBLIC_URL", f"http://{args.host}:{args.port}")
     for name, value in _dev_secrets(args.data_dir).items():
         env.setdefault(name, value)
+
+    try:
+        _validate_early(env)
+    except ConfigError as error:
+        print(f"cart: configuration error: {error}", file=sys.stderr)
+        return 2
 
     with ExitStack() as stack:
         started = stack.enter_context(embedded_servers(env, args.data_dir))

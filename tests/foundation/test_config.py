@@ -82,3 +82,21 @@ def test_nonsense_database_url_stops_the_app_with_one_line() -> None:
         "(expected postgresql+asyncpg://user@host/db)"
     ]
     assert "s" * 32 not in result.stderr
+
+
+def test_run_command_with_a_nonsense_database_url_stops_before_starting_anything() -> None:
+    env = {**os.environ, "DATABASE_URL_ASYNC": "nonsense"}
+    result = subprocess.run(
+        [sys.executable, "-m", "sandbox.devserver", "--data-dir", str(ROOT / ".data" / "unused")],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "cart: configuration error: DATABASE_URL_ASYNC is not a URL "
+        "(expected postgresql+asyncpg://user@host/db)"
+    ]
+    assert not (ROOT / ".data" / "unused" / "postgres").exists()
