@@ -237,3 +237,24 @@ async def test_racing_adds_and_page_views_right_after_sign_in_lose_nothing(
     responses = await asyncio.gather(*adds, *views)
     assert sorted(r.status_code for r in responses) == [200] * 4 + [303] * 4
     await _assert_merged_once(db, shop, honey=5)
+
+
+async def test_a_merge_run_by_a_siblings_summary_call_is_reported_on_the_next_cart_page(
+    client: Client, db: AsyncSession, shop: Shop, live_url: str, settings: Any
+) -> None:
+    """After sign-in the blog or market app may ask for the badge before the cart is seen."""
+    await add(client, shop.eggs_id, 2)
+    await client.get("/cart/")
+    await login(client, shop.user.email)
+    assert client.cookie_jar is not None
+    name = settings.session.cookie_name
+    [cookie] = [c.value for c in client.cookie_jar if c.name == name]
+    headers = {
+        "Authorization": f"Bearer {settings.internal_api_token.reveal()}",
+        "Cookie": f"{name}={cookie}",
+    }
+    async with httpx.AsyncClient(base_url=live_url, timeout=10) as sibling:
+        badge = (await sibling.get("/internal/cart/summary", headers=headers)).json()
+    assert badge["count"] == 2
+    assert await live_lines(db) == [(shop.user.id, None, shop.eggs_id, 2)]
+    assert f"{WELCOME}: 2 × Eggs." in await page_text(await client.get("/cart/"))
