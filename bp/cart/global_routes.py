@@ -10,7 +10,6 @@ from sumup.events import EventSignatureError, verify_event_signature
 
 from bp.cart.forms import (
     AddForm,
-    CheckoutForm,
     PlainForm,
     RemoveForm,
     UpdateForm,
@@ -19,18 +18,15 @@ from bp.cart.forms import (
 )
 from bp.cart.responses import (
     after_write,
+    checkout_and_pay,
     checkout_context,
     current_identity,
-    current_identity_or_empty,
-    go_to_payment,
     settings,
     writing_identity,
 )
 from bp.cart.services.calendar_cart import remove_entry_from_cart
 from bp.cart.services.check_sumup_status import check_sumup_status, order_id_for_checkout
 from bp.cart.services.checkout import (
-    CheckoutRequest,
-    create_order_from_cart,
     webhook_token_is_valid,
 )
 from bp.cart.services.order_queries import get_order_for_owner
@@ -107,16 +103,7 @@ async def remove_entry(entry_id: int) -> Any:
 @bp.post("/checkout/")
 async def checkout() -> Any:
     """Whole-cart checkout: an order, then SumUp's hosted payment page."""
-    form = await bind_form(CheckoutForm)
-    raise_for_errors(form, max_quantity=settings().cart.max_quantity_per_line)
-    db = db_session()
-    order = await create_order_from_cart(
-        db,
-        CheckoutRequest(current_identity_or_empty(), None, form.idempotency_key.data or None),
-        settings=settings(),
-    )
-    await db.commit()  # the order exists before SumUp is called, outside any lock
-    return await go_to_payment(order.id)
+    return await checkout_and_pay(None)
 
 
 @bp.post("/checkout/webhook/<int:order_id>/")

@@ -7,13 +7,20 @@ from typing import Any
 from quart import current_app, flash, redirect, render_template, session, url_for
 from werkzeug.wrappers import Response as WerkzeugResponse
 
-from bp.cart.services.checkout import CheckoutContext, start_hosted_checkout
+from bp.cart.forms import CheckoutForm, raise_for_errors
+from bp.cart.services.checkout import (
+    CheckoutContext,
+    CheckoutRequest,
+    create_order_from_cart,
+    start_hosted_checkout,
+)
+from bp.cart.services.get_cart import PageRef
 from bp.cart.services.identity import Identity, ensure_identity, identity_from_session
 from bp.cart.services.summary import get_cart_summary
 from config import Settings
 from services.db import db_session
 from services.errors import PaymentProviderError
-from services.web import safe_next, wants_json
+from services.web import bind_form, safe_next, wants_json
 
 
 def settings() -> Settings:
@@ -75,3 +82,17 @@ async def go_to_payment(order_id: int) -> Any:
     if hosted.paid or hosted.url is None:
         return redirect(url_for("cart_global.checkout_return", order_id=order_id), 303)
     return redirect(hosted.url, 303)
+
+
+async def checkout_and_pay(page: PageRef | None) -> Any:
+    """The checkout form's answer: an order from the cart (or one page), then SumUp."""
+    form = await bind_form(CheckoutForm)
+    raise_for_errors(form, max_quantity=settings().cart.max_quantity_per_line)
+    db = db_session()
+    order = await create_order_from_cart(
+        db,
+        CheckoutRequest(current_identity_or_empty(), page, form.idempotency_key.data or None),
+        settings=settings(),
+    )
+    await db.commit()  # the order exists before SumUp is called, outside any lock
+    return await go_to_payment(order.id)

@@ -7,8 +7,9 @@ import enum
 from sqlalchemy import func, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bp.cart.services.check_sumup_status import check_sumup_status, reload_order
+from bp.cart.services.check_sumup_status import check_sumup_status
 from bp.cart.services.checkout import CheckoutContext, retire_checkout
+from bp.cart.services.order_queries import load_order
 from models import Order
 from models.order import UNPAID_STATUSES
 from services.events import emit_event, order_event_payload
@@ -43,7 +44,7 @@ async def expire_or_cancel(
     released = await release_entries_for_order(session, order_id=order.id)
     if moved is None:
         return False
-    order = await reload_order(session, order.id)
+    order = await load_order(session, order.id)
     await emit_event(
         session,
         event,

@@ -14,12 +14,11 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import selectinload
 from sumup._exceptions import APIError, NotFoundError
 
 from bp.cart.services.clear_cart_for_order import clear_cart_for_order
+from bp.cart.services.order_queries import load_order
 from models import Order
-from services.errors import NotFoundError as OrderNotFound
 from services.errors import PaymentProviderError
 from services.events import emit_event, order_event_payload
 from services.metrics import ORDERS_PAID, STATUS_MISMATCHES, SUMUP_CALLS
@@ -80,18 +79,6 @@ def _paid_transaction(checkout: Any) -> tuple[str | None, str | None]:
     return getattr(checkout, "transaction_code", None), getattr(checkout, "transaction_id", None)
 
 
-async def reload_order(session: AsyncSession, order_id: int) -> Order:
-    order = await session.scalar(
-        select(Order)
-        .options(selectinload(Order.items))
-        .where(Order.id == order_id)
-        .execution_options(populate_existing=True)
-    )
-    if order is None:
-        raise OrderNotFound("There is no such order.")
-    return order
-
-
 async def mark_paid(session: AsyncSession, order: Order, checkout: Any) -> bool:
     """Move any unpaid order to paid; True for the one caller that did it."""
     code, transaction_id = _paid_transaction(checkout)
@@ -111,7 +98,7 @@ async def mark_paid(session: AsyncSession, order: Order, checkout: Any) -> bool:
     )
     if moved is None:
         return False
-    order = await reload_order(session, order.id)
+    order = await load_order(session, order.id)
     if moved:
         log.error(
             "order %s was paid at SumUp after it was cancelled: kept as paid, marked for refund",
@@ -144,7 +131,7 @@ async def _mark_unsuccessful(session: AsyncSession, order: Order, sumup_status: 
     )
     if moved is None:
         return
-    order = await reload_order(session, order.id)
+    order = await load_order(session, order.id)
     await emit_event(
         session,
         event,
@@ -157,7 +144,7 @@ async def check_sumup_status(
     session: AsyncSession, order_id: int, *, context: CheckoutContext
 ) -> Order:
     """Fetch the order's checkout from SumUp, verify it, and move the order accordingly."""
-    order = await reload_order(session, order_id)
+    order = await load_order(session, order_id)
     if order.status == "paid" or not order.sumup_checkout_id:
         return order
     checkout = await _fetch_checkout(session, order, context)
@@ -185,7 +172,7 @@ async def check_sumup_status(
             .values(sumup_status="PENDING")
         )
     await session.flush()
-    return await reload_order(session, order.id)
+    return await load_order(session, order.id)
 
 
 async def order_id_for_checkout(session: AsyncSession, checkout_id: str) -> int | None:

@@ -24,7 +24,6 @@ from decimal import Decimal
 
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from sqlalchemy.orm import selectinload
 from sumup._exceptions import (
     APIConnectionError,
     APIError,
@@ -36,6 +35,7 @@ from sumup._exceptions import (
 from bp.cart.services.calendar_cart import CartEntry, get_cart_entries
 from bp.cart.services.get_cart import CartLine, PageRef, get_cart_lines
 from bp.cart.services.identity import Identity, lock_identity
+from bp.cart.services.order_queries import load_order
 from bp.cart.services.total import sum_amounts
 from config import Settings
 from models import CalendarEntry, Order, OrderItem
@@ -104,17 +104,6 @@ async def _claimed_entry_ids(session: AsyncSession, order_id: int) -> list[int]:
     return list(rows)
 
 
-async def _load_order(session: AsyncSession, order_id: int) -> Order:
-    order = await session.scalar(
-        select(Order)
-        .options(selectinload(Order.items))
-        .where(Order.id == order_id)
-        .execution_options(populate_existing=True)
-    )
-    assert order is not None
-    return order
-
-
 async def supersede_order(session: AsyncSession, order: Order, *, reason: str) -> None:
     """Cancel an unpaid order the shopper has replaced; its entries go back to the cart."""
     released = await release_entries_for_order(session, order_id=order.id)
@@ -123,7 +112,7 @@ async def supersede_order(session: AsyncSession, order: Order, *, reason: str) -
         .where(Order.id == order.id)
         .values(status="cancelled", cancelled_at=func.now(), updated_at=func.now())
     )
-    order = await _load_order(session, order.id)
+    order = await load_order(session, order.id)
     await emit_event(
         session,
         "order.cancelled",
@@ -163,7 +152,7 @@ async def create_order_from_cart(
         if existing is not None:
             if not _owned_by(existing, identity):
                 raise CheckoutError("This checkout form is not yours; please reload your cart.")
-            return await _load_order(session, existing.id)
+            return await load_order(session, existing.id)
 
     unpaid = await _unpaid_orders(session, identity, page_id)
     lines = await get_cart_lines(session, identity, page_id=page_id, for_update=True)
@@ -173,7 +162,7 @@ async def create_order_from_cart(
         pending = await get_cart_entries(session, identity, page_id=page_id)
         fingerprint = cart_fingerprint(lines, held + [e.id for e in pending], page_id)
         if fingerprint == same_scope.cart_fingerprint:
-            return await _load_order(session, same_scope.id)
+            return await load_order(session, same_scope.id)
     for order in unpaid:
         await supersede_order(session, order, reason="superseded by a new checkout")
 
@@ -222,7 +211,7 @@ async def create_order_from_cart(
     if claimed != sorted(entry_ids):
         raise CheckoutError("A booking in your cart changed just now; please try again.")
     await session.flush()
-    order = await _load_order(session, order.id)
+    order = await load_order(session, order.id)
     await emit_event(
         session,
         "order.created",
@@ -436,7 +425,7 @@ async def start_hosted_checkout(
     commits its own small transactions, because it runs around HTTP calls.
     """
     async with sessions() as session:
-        order = await _load_order(session, order_id)
+        order = await load_order(session, order_id)
         if order.status == "paid":
             return HostedCheckout(None, paid=True)
         if order.status == "cancelled":
@@ -452,7 +441,7 @@ async def start_hosted_checkout(
         if order.sumup_checkout_id or order.sumup_reference is None:
             await _claim_attempt(session, order, account)
             await session.commit()  # the attempt is claimed before SumUp hears of it
-            order = await _load_order(session, order_id)
+            order = await load_order(session, order_id)
         reference = order.sumup_reference
         if order.status == "paid":
             return HostedCheckout(None, paid=True)

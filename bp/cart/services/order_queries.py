@@ -16,6 +16,19 @@ from models import CalendarEntry, DomainEvent, Order, OrderItem, Post
 from services.errors import NotFoundError
 
 
+async def load_order(session: AsyncSession, order_id: int) -> Order:
+    """An order with its items, fresh from the database; 404 when there is none."""
+    order = await session.scalar(
+        select(Order)
+        .options(selectinload(Order.items))
+        .where(Order.id == order_id)
+        .execution_options(populate_existing=True)
+    )
+    if order is None:
+        raise NotFoundError("There is no such order.")
+    return order
+
+
 async def get_order_for_owner(
     session: AsyncSession, identity: Identity | None, order_id: int
 ) -> Order:

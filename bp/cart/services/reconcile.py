@@ -19,8 +19,9 @@ from sqlalchemy import exists, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bp.cart.services.cancel_order import expire_or_cancel, settle_with_sumup_first
-from bp.cart.services.check_sumup_status import check_sumup_status, reload_order
+from bp.cart.services.check_sumup_status import check_sumup_status
 from bp.cart.services.checkout import CheckoutContext
+from bp.cart.services.order_queries import load_order
 from models import CalendarEntry, Order
 from services.errors import PaymentProviderError
 
@@ -125,7 +126,7 @@ async def _expire_one(
         seen.add(order.id)
         try:
             order = await settle_with_sumup_first(
-                session, await reload_order(session, order.id), context
+                session, await load_order(session, order.id), context
             )
         except PaymentProviderError:
             report.errors += 1
