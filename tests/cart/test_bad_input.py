@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 from quart.typing import TestClientProtocol as Client
-from sqlalchemy import text
+from sqlalchemy import text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from models import Post
+from models import Post, Product
 from tests.factories import make_calendar, make_entry, make_product, make_shop
 from tests.shopper import add, csrf_token, page_text, post_form
 
@@ -344,3 +344,32 @@ async def test_get_on_a_write_route_is_refused_without_a_change(
     assert response.status_code == 405
     assert "does not accept that kind of request" in await page_text(response)
     assert await snapshot(db) == before
+
+
+@pytest.mark.parametrize(
+    ("withdraw", "status", "says"),
+    [
+        ({"deleted_at": datetime.now(UTC)}, 404, "That product is not available any more."),
+        ({"regular_price": None}, 422, "Honey has no price yet, so it cannot be bought."),
+    ],
+    ids=["deleted", "unpriced"],
+)
+async def test_a_line_of_a_product_no_longer_sold_cannot_be_raised_but_can_be_removed(
+    withdraw: dict[str, Any],
+    status: int,
+    says: str,
+    cart: Cart,
+    client: Client,
+    db: AsyncSession,
+) -> None:
+    await add(client, cart.honey_id, 1)
+    await db.execute(update(Product).where(Product.id == cart.honey_id).values(**withdraw))
+    await db.commit()
+    before = await snapshot(db)
+    response = await post_form(client, f"/cart/update/{cart.honey_id}/", {"quantity": 5})
+    assert response.status_code == status
+    assert says in await page_text(response)
+    assert await snapshot(db) == before
+    response = await post_form(client, f"/cart/update/{cart.honey_id}/", {"quantity": 0})
+    assert response.status_code == 303
+    assert await snapshot(db) != before

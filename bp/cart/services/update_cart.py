@@ -190,6 +190,8 @@ async def set_quantity(
         raise NotFoundError("That product is not in your cart.")
     if len(lines) > 1:
         raise CartError("That product is in your cart from several markets; choose one.")
+    # A line of a product no longer sold can be taken out (quantity 0), not raised.
+    product = await _buyable_product(session, product_id)
     if quantity > max_quantity:
         raise CartError(f"You can have at most {max_quantity} of one product in your cart.")
     await session.execute(
@@ -197,7 +199,7 @@ async def set_quantity(
         .where(CartItem.id == lines[0].id)
         .values(quantity=quantity, updated_at=func.now())
     )
-    return LineChange(await _product_title(session, product_id), quantity)
+    return LineChange(product.title, quantity)
 
 
 async def remove_from_cart(
