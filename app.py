@@ -23,7 +23,7 @@ from services.metrics import init_metrics
 from services.redis_client import create_redis
 from services.sessions import RedisSessionInterface
 from services.sumup import init_sumup
-from services.web import init_error_handlers, init_templates
+from services.web import init_error_handlers, init_templates, init_url_converters
 
 log = logging.getLogger("cart")
 
@@ -97,6 +97,7 @@ def create_app(settings: Settings | None = None, **config: Any) -> Quart:
     init_db(app)
     init_sumup(app)
     init_metrics(app)
+    init_url_converters(app)
     init_templates(app)
     init_error_handlers(app)
     init_background_tasks(app)

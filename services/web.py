@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 from babel.numbers import format_currency
 from quart import Quart, current_app, g, render_template, request, session
 from werkzeug.exceptions import HTTPException
+from werkzeug.routing import IntegerConverter, Map
 from wtforms import Form
 from wtforms.csrf.session import SessionCSRF
 
@@ -99,6 +100,26 @@ async def error_response(status: int, title: str, message: str) -> tuple[Any, in
     template = "errors/404.html" if status == 404 else "errors/error.html"
     page = await render_template(template, status=status, title=title, message=message)
     return page, status
+
+
+class RowIdConverter(IntegerConverter):
+    """A positive id that fits PostgreSQL's `integer`; anything else is a plain 404."""
+
+    def __init__(self, url_map: Map, *args: Any, **kwargs: Any) -> None:
+        super().__init__(url_map, min=1, max=2**31 - 1)
+
+
+class BigRowIdConverter(IntegerConverter):
+    """A positive id that fits PostgreSQL's `bigint` (orders)."""
+
+    def __init__(self, url_map: Map, *args: Any, **kwargs: Any) -> None:
+        super().__init__(url_map, min=1, max=2**63 - 1)
+
+
+def init_url_converters(app: Quart) -> None:
+    """`<id:…>` and `<bigid:…>` route ids, so an absurd id never reaches the database."""
+    app.url_map.converters["id"] = RowIdConverter
+    app.url_map.converters["bigid"] = BigRowIdConverter
 
 
 def init_templates(app: Quart) -> None:

@@ -39,7 +39,7 @@ from services.web import bind_form
 bp = Blueprint("cart_global", __name__, url_prefix="/cart")
 
 
-@bp.post("/add/<int:product_id>/")
+@bp.post("/add/<id:product_id>/")
 async def add(product_id: int) -> Any:
     """Put a product in the cart (quantity 1 unless the form says more)."""
     form = await bind_form(AddForm)
@@ -56,7 +56,7 @@ async def add(product_id: int) -> Any:
     return await after_write(f"{change.title}: {change.quantity} in your cart.", form.next.data)
 
 
-@bp.post("/update/<int:product_id>/")
+@bp.post("/update/<id:product_id>/")
 async def update(product_id: int) -> Any:
     """Set how many of a product the cart holds; 0 takes it out."""
     form = await bind_form(UpdateForm)
@@ -78,7 +78,7 @@ async def update(product_id: int) -> Any:
     return await after_write(message, form.next.data)
 
 
-@bp.post("/remove/<int:product_id>/")
+@bp.post("/remove/<id:product_id>/")
 async def remove(product_id: int) -> Any:
     """Take a product out of the cart."""
     form = await bind_form(RemoveForm)
@@ -92,7 +92,7 @@ async def remove(product_id: int) -> Any:
     return await after_write(f"{change.title} was taken out of your cart.", form.next.data)
 
 
-@bp.post("/entries/<int:entry_id>/remove/")
+@bp.post("/entries/<id:entry_id>/remove/")
 async def remove_entry(entry_id: int) -> Any:
     """Take a pending booking out of the cart."""
     form = await bind_form(PlainForm)
@@ -106,7 +106,7 @@ async def checkout() -> Any:
     return await checkout_and_pay(None)
 
 
-@bp.post("/checkout/webhook/<int:order_id>/")
+@bp.post("/checkout/webhook/<bigid:order_id>/")
 async def webhook(order_id: int) -> Any:
     """SumUp's status notification: verified by fetching the checkout, never trusted."""
     token = request.args.get("token", "")
@@ -157,7 +157,7 @@ async def signed_event() -> Any:
     return "", 204
 
 
-@bp.get("/checkout/return/<int:order_id>/")
+@bp.get("/checkout/return/<bigid:order_id>/")
 async def checkout_return(order_id: int) -> Any:
     """Where SumUp sends the shopper back: paid, still confirming, or failed."""
     db = db_session()

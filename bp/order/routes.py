@@ -18,7 +18,7 @@ from services.web import bind_form
 bp = Blueprint("order", __name__, url_prefix="/orders")
 
 
-@bp.get("/<int:order_id>/")
+@bp.get("/<bigid:order_id>/")
 async def detail(order_id: int) -> str:
     """An order's items, entries, totals and payment state (404 for anyone but its owner)."""
     db = db_session()
@@ -28,7 +28,7 @@ async def detail(order_id: int) -> str:
     return await render_template("order/detail.html", order=order, entries=entries, history=history)
 
 
-@bp.post("/<int:order_id>/pay/")
+@bp.post("/<bigid:order_id>/pay/")
 async def pay(order_id: int) -> Any:
     """Pay an unpaid order (again): a new SumUp checkout, or the one still open."""
     await bind_form(PlainForm)
@@ -39,7 +39,7 @@ async def pay(order_id: int) -> Any:
     return await go_to_payment(order.id)
 
 
-@bp.post("/<int:order_id>/recheck/")
+@bp.post("/<bigid:order_id>/recheck/")
 async def recheck(order_id: int) -> Any:
     """Ask SumUp for the payment status now, then show the order."""
     await bind_form(PlainForm)
@@ -57,7 +57,7 @@ CANCEL_MESSAGES = {
 }
 
 
-@bp.post("/<int:order_id>/cancel/")
+@bp.post("/<bigid:order_id>/cancel/")
 async def cancel(order_id: int) -> Any:
     """Cancel an unpaid order: SumUp checkout deactivated, bookings back in the cart."""
     await bind_form(PlainForm)
