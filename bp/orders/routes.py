@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from quart import Blueprint, render_template, request
 
 from bp.cart.responses import current_identity, settings
@@ -12,6 +14,8 @@ from services.errors import ServiceError
 
 bp = Blueprint("orders", __name__, url_prefix="/orders")
 
+ORDER_ID_MAX = 2**63 - 1  # orders.id is a bigint
+
 
 @bp.get("/")
 async def list_orders_page() -> str:
@@ -20,7 +24,10 @@ async def list_orders_page() -> str:
     if status is not None and status not in ORDER_STATUSES:
         raise ServiceError(f"There is no order status called {status!r}.", status_code=422)
     before_arg = request.args.get("before", "")
-    if before_arg and not before_arg.isdigit():
+    # ASCII digits only ("²".isdigit() is true), and nothing past a bigint.
+    if before_arg and not (
+        re.fullmatch(r"[0-9]{1,19}", before_arg) and int(before_arg) <= ORDER_ID_MAX
+    ):
         raise ServiceError("That page of orders does not exist.", status_code=422)
     search = (request.args.get("q") or "").strip()[:32] or None
     page = await list_orders(
