@@ -16,6 +16,12 @@ from bp.cart.services.summary import CartSummary
 from bp.cart.services.total import Totals, line_total, quantize_money, sum_amounts, unit_price
 from services.errors import CartError
 
+
+@pytest.fixture(autouse=True)
+def clean_state() -> None:
+    """Pure arithmetic: there is no database or Redis state to clean."""
+
+
 prices = st.decimals(min_value=0, max_value=10_000, places=2, allow_nan=False)
 quantities = st.integers(min_value=1, max_value=99)
 currencies = st.sampled_from(["GBP", "EUR", "USD"])
