@@ -8,7 +8,7 @@ from quart import Blueprint, flash, redirect, render_template, url_for
 
 from bp.cart.forms import PlainForm
 from bp.cart.responses import checkout_context, current_identity, go_to_payment
-from bp.cart.services.cancel_order import CancelOutcome, cancel_order
+from bp.cart.services.cancel_order import CancelOutcome, cancel_order, settle_with_sumup_first
 from bp.cart.services.check_sumup_status import check_sumup_status
 from bp.cart.services.order_queries import get_order_for_owner, get_order_history
 from services.db import db_session
@@ -30,9 +30,14 @@ async def detail(order_id: int) -> str:
 
 @bp.post("/<bigid:order_id>/pay/")
 async def pay(order_id: int) -> Any:
-    """Pay an unpaid order (again): a new SumUp checkout, or the one still open."""
+    """Pay an unpaid order (again): a new SumUp checkout; the previous one is retired."""
     await bind_form(PlainForm)
-    order = await get_order_for_owner(db_session(), current_identity(), order_id)
+    db = db_session()
+    order = await get_order_for_owner(db, current_identity(), order_id)
+    if order.is_unpaid:
+        # A hosted page lives about 30 minutes: never send the shopper to an old one.
+        order = await settle_with_sumup_first(db, order, checkout_context())
+        await db.commit()  # before the new attempt is claimed in its own transaction
     if not order.is_unpaid:
         await flash(f"Order {order.number} is {order.status}; there is nothing to pay.", "success")
         return redirect(url_for("order.detail", order_id=order.id), 303)

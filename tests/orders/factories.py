@@ -76,7 +76,9 @@ async def place_order(client: Client, db: AsyncSession) -> PlacedOrder:
     await add(client, product.id, 2)
     line = await db.scalar(select(CartItem).order_by(CartItem.id.desc()))
     assert line is not None
-    entry = await make_entry(db, await make_calendar(db, page), session_id=line.session_id)
+    entry = await make_entry(
+        db, await make_calendar(db, page), user_id=line.user_id, session_id=line.session_id
+    )
     response = await post_form(client, "/cart/checkout/")
     assert response.status_code == 303, await response.get_data(as_text=True)
     order = await latest_order(db)

@@ -62,12 +62,22 @@ async def settle_with_sumup_first(
     Runs before our own state changes, so a payment that lands at the same moment
     is found and wins (a paid order is never cancelled or expired).
     """
-    if not order.sumup_checkout_id or order.sumup_status == "EXPIRED":
+    # Racing callers (a double click, a cancel during the sweep) go one at a time: the
+    # second finds the checkout already retired instead of mistaking it for expired.
+    order = await load_order(session, order.id, for_update=True)
+    checkout_id = order.sumup_checkout_id
+    if not checkout_id or order.sumup_status == "EXPIRED" or order.status == "paid":
         return order
     account = await account_for_merchant(session, context.settings, order.sumup_merchant_code or "")
-    if await retire_checkout(context, account, order.sumup_checkout_id):
+    if await retire_checkout(context, account, checkout_id):
         return await check_sumup_status(session, order.id, context=context)
-    return order
+    # Recorded, so that a later attempt neither reuses its dead page nor retires it again.
+    await session.execute(
+        update(Order)
+        .where(Order.id == order.id, Order.sumup_checkout_id == checkout_id)
+        .values(sumup_status="EXPIRED", updated_at=func.now())
+    )
+    return await load_order(session, order.id)
 
 
 async def cancel_order(

@@ -16,14 +16,17 @@ from models import CalendarEntry, DomainEvent, Order, OrderItem, Post
 from services.errors import NotFoundError
 
 
-async def load_order(session: AsyncSession, order_id: int) -> Order:
+async def load_order(session: AsyncSession, order_id: int, *, for_update: bool = False) -> Order:
     """An order with its items, fresh from the database; 404 when there is none."""
-    order = await session.scalar(
+    query = (
         select(Order)
         .options(selectinload(Order.items))
         .where(Order.id == order_id)
         .execution_options(populate_existing=True)
     )
+    if for_update:
+        query = query.with_for_update(of=Order)
+    order = await session.scalar(query)
     if order is None:
         raise NotFoundError("There is no such order.")
     return order
