@@ -149,6 +149,25 @@ async def test_sweep_expires_an_old_unpaid_order_and_gives_its_bookings_back(
     assert await event_count(db, "order.expired", order.id) == 1
 
 
+async def test_order_expired_by_the_sweep_asks_for_a_new_checkout_of_the_cart(
+    client: Client,
+    db: AsyncSession,
+    sessions: async_sessionmaker[AsyncSession],
+    context: CheckoutContext,
+    sandbox_control: Any,
+) -> None:
+    placed = await place_order(client, db)
+    await _age(db, placed.order.id, timedelta(days=1))
+    await _sweep(sessions, context)
+
+    response = await post_form(client, f"/orders/{placed.order.id}/pay/")
+
+    assert response.status_code == 409
+    assert "Please check out your cart again." in await page_text(response)
+    assert (await sandbox_control.stats())["created"] == 1
+    assert (await latest_order(db)).status == "expired"
+
+
 async def test_old_order_paid_at_sumup_but_never_notified_is_paid_not_expired(
     client: Client,
     db: AsyncSession,
