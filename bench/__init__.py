@@ -1,0 +1,1 @@
+"""Benchmarks: SQL queries per request (`bench.queries`) and load (`bench.load`)."""
