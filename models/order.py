@@ -52,6 +52,8 @@ class Order(Base):
     updated_at: Mapped[datetime] = updated_at_column()
     paid_at: Mapped[datetime | None]
     cancelled_at: Mapped[datetime | None]
+    # When the latest checkout attempt began: unpaid orders expire counting from here.
+    checkout_started_at: Mapped[datetime | None]
     # When the reconcile sweep last asked SumUp; keeps racing sweeps off the same order.
     last_checked_at: Mapped[datetime | None]
 

@@ -308,6 +308,7 @@ async def _claim_attempt(session: AsyncSession, order: Order, account: SumUpAcco
         )
         .values(
             checkout_attempts=attempt,
+            checkout_started_at=func.now(),
             sumup_reference=reference,
             sumup_checkout_id=None,
             sumup_hosted_url=None,

@@ -95,7 +95,7 @@ async def _next_to_expire(
     query = (
         select(Order)
         .where(
-            Order.created_at < func.now() - older_than,
+            func.coalesce(Order.checkout_started_at, Order.created_at) < func.now() - older_than,
             or_(
                 Order.status.in_(("pending", "failed")),
                 (Order.status == "expired") & holds_entries,
