@@ -124,7 +124,11 @@ async def _mark_unsuccessful(session: AsyncSession, order: Order, sumup_status: 
     moved = await session.scalar(
         update(Order)
         .where(
-            Order.id == order.id, Order.status.in_(("pending", "failed")), Order.status != status
+            Order.id == order.id,
+            # Only the attempt we asked about: a newer one may already be under way.
+            Order.sumup_checkout_id == order.sumup_checkout_id,
+            Order.status.in_(("pending", "failed")),
+            Order.status != status,
         )
         .values(status=status, sumup_status=sumup_status, updated_at=func.now())
         .returning(Order.id)
@@ -168,7 +172,11 @@ async def check_sumup_status(
     elif status == "PENDING":
         await session.execute(
             update(Order)
-            .where(Order.id == order.id, Order.status != "paid")
+            .where(
+                Order.id == order.id,
+                Order.sumup_checkout_id == order.sumup_checkout_id,
+                Order.status != "paid",
+            )
             .values(sumup_status="PENDING")
         )
     await session.flush()
