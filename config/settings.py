@@ -115,6 +115,7 @@ class Settings:
     orders: OrderSettings
     events: EventSettings
     reconcile: ReconcileSettings
+    db_pool_size: int = 20
 
     @property
     def dev_routes_enabled(self) -> bool:
@@ -349,6 +350,9 @@ def load_settings(
             relay_batch_size=_int(
                 "events.relay_batch_size", events.get("relay_batch_size", 100), minimum=1
             ),
+        ),
+        "db_pool_size": lambda: _int(
+            "DB_POOL_SIZE", _pick(env, "DB_POOL_SIZE", raw.get("db_pool_size", 20)), minimum=1
         ),
         "reconcile": lambda: ReconcileSettings(
             in_app=_bool(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from quart import Quart, Response, g
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -12,12 +14,18 @@ from sqlalchemy.ext.asyncio import (
 
 
 def create_engine(database_url: str, *, pool_size: int = 10) -> AsyncEngine:
-    """An asyncpg engine with a bounded pool that checks connections before use."""
+    """An asyncpg engine whose pool holds enough connections for the worker's load.
+
+    No pre-ping: it cost a round trip and a transaction per request (bench/README.md).
+    A connection that died is found by the query that uses it; SQLAlchemy then
+    invalidates the pool, and `pool_recycle` retires connections before servers or
+    proxies drop idle ones. A small overflow keeps bursts from opening and closing
+    connections on every request.
+    """
     return create_async_engine(
         database_url,
         pool_size=pool_size,
-        max_overflow=pool_size,
-        pool_pre_ping=True,
+        max_overflow=max(2, pool_size // 4),
         pool_recycle=1800,
     )
 
@@ -32,7 +40,8 @@ def init_db(app: Quart) -> None:
 
     @app.before_serving
     async def _open_engine() -> None:
-        engine = create_engine(app.config["SETTINGS"].database_url)
+        settings = app.config["SETTINGS"]
+        engine = create_engine(settings.database_url, pool_size=settings.db_pool_size)
         app.extensions["db_engine"] = engine
         app.extensions["db_sessionmaker"] = create_sessionmaker(engine)
 
@@ -55,14 +64,20 @@ def init_db(app: Quart) -> None:
             else:
                 await session.rollback()
         finally:
-            await session.close()
+            await _close(session)
         return response
 
     @app.teardown_request
     async def _close_session(_: BaseException | None) -> None:
         session: AsyncSession | None = g.pop("db", None)
         if session is not None:
-            await session.close()
+            await _close(session)
+
+
+async def _close(session: AsyncSession) -> None:
+    """Close even when the request is being cancelled (a client gave up): an unshielded
+    close would be interrupted and throw the connection away instead of returning it."""
+    await asyncio.shield(session.close())
 
 
 def db_session() -> AsyncSession:

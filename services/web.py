@@ -58,8 +58,11 @@ async def bind_form(form_class: type[F]) -> F:
 
 
 def csrf_token() -> str:
-    """A fresh CSRF token for a hand-written form in a template."""
-    token: str = CsrfForm(meta=_form_meta()).csrf_token.current_token
+    """The CSRF token for hand-written forms in a template, made once per request."""
+    token: str | None = g.get("csrf_token")
+    if token is None:
+        token = CsrfForm(meta=_form_meta()).csrf_token.current_token
+        g.csrf_token = token
     return token
 
 
