@@ -21,11 +21,12 @@ from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
 
 import asyncpg
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession
+
+from sandbox.embedded import asyncpg_dsn
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA_DIR = ROOT / ".data" / "bench-servers"
@@ -52,18 +53,6 @@ class BenchSetup:
         if len(self.embedded) == 2:
             return "embedded PostgreSQL and Redis"
         return f"embedded {self.embedded[0]}, the other from the environment"
-
-
-def asyncpg_dsn(sqlalchemy_url: str, database: str) -> dict[str, Any]:
-    """asyncpg connection arguments for `database` on the server of `sqlalchemy_url`."""
-    url = make_url(sqlalchemy_url)
-    return {
-        "user": url.username or "postgres",
-        "password": url.password,
-        "host": url.query.get("host") or url.host or "127.0.0.1",
-        "port": url.port or 5432,
-        "database": database,
-    }
 
 
 async def _admin(base_url: str, statement: str) -> None:

