@@ -73,7 +73,7 @@ def create_app(settings: Settings | None = None, **config: Any) -> Quart:
     """Build the cart app; `settings` defaults to the file plus the environment."""
     configure_logging()
     settings = settings or load_settings()
-    app = Quart(__name__, template_folder="templates", static_folder=None)
+    app = Quart(__name__, template_folder="templates", static_folder="static")
     app.config.update(
         SETTINGS=settings,
         SECRET_KEY=settings.secret_key.reveal(),

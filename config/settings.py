@@ -69,6 +69,8 @@ class SumUpSettings:
     checkout_prefix: str
     timeout_seconds: float
     webhook_signing_secret: Secret | None
+    # How long SumUp keeps a hosted checkout payable; past it an open attempt is retired.
+    checkout_lifetime_minutes: int = 30
 
 
 @dataclass(frozen=True)
@@ -82,6 +84,8 @@ class OrderSettings:
     page_size: int
     unpaid_expiry_minutes: int
     return_page_rechecks: int
+    # Money that lands on an order that can no longer take it goes back automatically.
+    auto_refund: bool = True
 
 
 @dataclass(frozen=True)
@@ -303,6 +307,15 @@ def load_settings(
                 minimum=0.1,
             ),
             webhook_signing_secret=Secret(signing) if signing else None,
+            checkout_lifetime_minutes=_int(
+                "SUMUP_CHECKOUT_LIFETIME_MINUTES",
+                _pick(
+                    env,
+                    "SUMUP_CHECKOUT_LIFETIME_MINUTES",
+                    sumup.get("checkout_lifetime_minutes", 30),
+                ),
+                minimum=1,
+            ),
         ),
         "cart": lambda: CartSettings(
             currency=_currency("cart.currency", cart.get("currency", "GBP")),
@@ -331,6 +344,10 @@ def load_settings(
                 "orders.return_page_rechecks",
                 orders.get("return_page_rechecks", 5),
                 minimum=0,
+            ),
+            auto_refund=_bool(
+                "ORDERS_AUTO_REFUND",
+                _pick(env, "ORDERS_AUTO_REFUND", orders.get("auto_refund", True)),
             ),
         ),
         "events": lambda: EventSettings(
