@@ -47,6 +47,7 @@ def _register_blueprints(app: Quart, settings: Settings) -> None:
     from bp.ops.commands import bp as ops_commands_bp
     from bp.ops.event_commands import bp as event_commands_bp
     from bp.ops.routes import bp as ops_bp
+    from bp.order.internal_routes import bp as order_internal_bp
     from bp.order.routes import bp as order_bp
     from bp.orders.routes import bp as orders_bp
 
@@ -61,6 +62,7 @@ def _register_blueprints(app: Quart, settings: Settings) -> None:
         cart_page_bp,
         orders_bp,
         order_bp,
+        order_internal_bp,
     ):
         app.register_blueprint(blueprint)
     if settings.dev_routes_enabled:

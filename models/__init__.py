@@ -1,14 +1,27 @@
 """SQLAlchemy models: the cart's own tables and the siblings' it reads."""
 
 from models.base import Base
-from models.order import Order, OrderItem
+from models.checkout_attempt import CheckoutAttempt
+from models.domain_event import DomainEvent
+from models.order import Order, OrderBooking, OrderItem, OrderTransition
 from models.page_config import PageConfig
+from models.refund import Refund
 from models.siblings.blog import Post, User
 from models.siblings.events import Calendar, CalendarEntry
 from models.siblings.market import CartItem, MarketPlace, Product
-from models.siblings.shared import DomainEvent
 
-CART_TABLES = frozenset({"orders", "order_items", "page_configs"})
+CART_TABLES = frozenset(
+    {
+        "orders",
+        "order_items",
+        "order_bookings",
+        "order_transitions",
+        "checkout_attempts",
+        "refunds",
+        "page_configs",
+        "domain_events",
+    }
+)
 
 __all__ = [
     "CART_TABLES",
@@ -16,12 +29,16 @@ __all__ = [
     "Calendar",
     "CalendarEntry",
     "CartItem",
+    "CheckoutAttempt",
     "DomainEvent",
     "MarketPlace",
     "Order",
+    "OrderBooking",
     "OrderItem",
+    "OrderTransition",
     "PageConfig",
     "Post",
     "Product",
+    "Refund",
     "User",
 ]

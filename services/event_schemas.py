@@ -80,6 +80,14 @@ class OrderEventPayload(TypedDict):
     reason: str | None
 
 
+class RefundEventPayload(OrderEventPayload):
+    """`order.refunded`: the order after the refund, what this refund gave back, and
+    everything refunded so far (surplus payments included)."""
+
+    amount: Money
+    refunded_total: Money
+
+
 # Event type -> (payload schema, the order statuses its payload may carry).
 # Event names are past tense: the change has happened and committed.
 EVENT_SCHEMAS: Mapping[str, tuple[type[Any], frozenset[str]]] = {
@@ -88,6 +96,12 @@ EVENT_SCHEMAS: Mapping[str, tuple[type[Any], frozenset[str]]] = {
     "order.failed": (OrderEventPayload, frozenset({"failed"})),
     "order.expired": (OrderEventPayload, frozenset({"expired"})),
     "order.cancelled": (OrderEventPayload, frozenset({"cancelled"})),
+    # A refund of the order's payment, or of money it could not take (a payment on a
+    # cancelled or expired order, a second payment of a paid one).
+    "order.refunded": (
+        RefundEventPayload,
+        frozenset({"paid", "partially_refunded", "refunded", "cancelled", "expired"}),
+    ),
 }
 EVENT_TYPES = frozenset(EVENT_SCHEMAS)
 

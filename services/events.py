@@ -69,8 +69,8 @@ from tenacity import (
 )
 
 from config.settings import EventSettings
+from models.domain_event import DomainEvent
 from models.order import Order
-from models.siblings.shared import DomainEvent
 from services.event_schemas import OrderEventPayload, money_string, validate_payload
 from services.metrics import EVENTS_PUBLISHED
 
@@ -119,9 +119,16 @@ async def emit_event(
 
 
 def order_event_payload(
-    order: Order, *, entry_ids: Sequence[int], reason: str | None = None
+    order: Order,
+    *,
+    entry_ids: Sequence[int],
+    reason: str | None = None,
+    sumup_checkout_id: str | None = None,
 ) -> dict[str, Any]:
-    """The payload of an `order.*` event; `order.items` must be loaded (selectinload)."""
+    """The payload of an `order.*` event; `order.items` must be loaded (selectinload).
+
+    `sumup_checkout_id` is the SumUp checkout of the attempt the change is about.
+    """
     payload: OrderEventPayload = {
         "order_id": order.id,
         "number": order.number,
@@ -142,7 +149,7 @@ def order_event_payload(
             for item in order.items
         ],
         "entry_ids": [int(entry_id) for entry_id in entry_ids],
-        "sumup_checkout_id": order.sumup_checkout_id,
+        "sumup_checkout_id": sumup_checkout_id,
         "sumup_transaction_code": order.sumup_transaction_code,
         "created_at": order.created_at.isoformat() if order.created_at else None,
         "paid_at": order.paid_at.isoformat() if order.paid_at else None,

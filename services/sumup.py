@@ -1,26 +1,34 @@
 """SumUp through its official SDK: one async client per API key, reused.
 
-This module is the one place that talks to SumUp. It picks the account an order is
-paid to, and turns the SDK's errors into `PaymentProviderError`s with a message a
-shopper can read (the technical detail goes to the log, never a secret).
+This module is the one place that talks to SumUp: every SDK call is a function here
+(create, get, find by reference, deactivate, refund, get a transaction). It picks the
+account an order is paid to, counts every call, and turns the SDK's errors into the
+typed `SumUpError`s below, whose messages a shopper can read (the technical detail
+goes to the log, never a secret).
 """
 
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
 
 import httpx
 from quart import Quart
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sumup import AsyncSumup
+from sumup.errors import APIConnectionError, APIError, APIStatusError, ConflictError, NotFoundError
 
 from config import Settings
 from config.settings import Secret
 from models import PageConfig
 from services.errors import PaymentProviderError
+from services.metrics import SUMUP_CALLS
 
 log = logging.getLogger(__name__)
 
@@ -136,3 +144,171 @@ def from_sumup_amount(amount: float | int | str | None) -> Decimal | None:
     if amount is None:
         return None
     return Decimal(str(amount)).quantize(Decimal("0.01"))
+
+
+CENT = Decimal("0.01")
+
+
+def to_minor_precision(amount: Decimal) -> Decimal:
+    """Money quantized to the currency's minor unit (pence), as SumUp compares it."""
+    return amount.quantize(CENT)
+
+
+# --- errors ------------------------------------------------------------------------
+
+
+class SumUpUnavailable(PaymentProviderError):
+    """SumUp timed out, could not be reached or answered 5xx: the outcome is unknown."""
+
+    status_code = 503
+
+
+class SumUpRefused(PaymentProviderError):
+    """SumUp answered and said no (4xx other than 404 and 409)."""
+
+    status_code = 502
+
+
+class SumUpConflict(PaymentProviderError):
+    """409: a duplicate reference on create, a processed checkout on deactivate."""
+
+    status_code = 409
+
+
+class SumUpNotFound(PaymentProviderError):
+    """404: SumUp has no such checkout or transaction."""
+
+    status_code = 404
+
+
+UNAVAILABLE = "SumUp did not answer in time. Nothing was charged twice; please try again shortly."
+TROUBLE = "SumUp is having trouble right now. Nothing was charged twice; please try again."
+REFUSED = "SumUp refused the request. Please try again later or contact us."
+
+
+def _typed(error: APIError, operation: str) -> PaymentProviderError:
+    if isinstance(error, APIConnectionError):
+        return SumUpUnavailable(UNAVAILABLE, status_code=504)
+    status = error.status if isinstance(error, APIStatusError) else None
+    if isinstance(error, NotFoundError) or status == 404:
+        return SumUpNotFound(f"SumUp has no such {operation} object.")
+    if isinstance(error, ConflictError) or status == 409:
+        body = getattr(error, "body", None)
+        code = getattr(body, "error_code", None) or (
+            body.get("error_code") if isinstance(body, dict) else None
+        )
+        return SumUpConflict(str(code or "CONFLICT"))
+    if status is None or status >= 500:
+        return SumUpUnavailable(TROUBLE, status_code=502)
+    return SumUpRefused(REFUSED)
+
+
+@asynccontextmanager
+async def _call(operation: str, **context: object) -> AsyncIterator[None]:
+    """Time and count one SDK call; its errors leave as typed `SumUpError`s."""
+    started = time.perf_counter()
+    try:
+        yield
+    except APIError as error:
+        typed = _typed(error, operation)
+        SUMUP_CALLS.labels(operation, type(typed).__name__).inc()
+        expected = isinstance(typed, SumUpConflict | SumUpNotFound)
+        level = logging.INFO if expected else logging.WARNING
+        log.log(
+            level,
+            "SumUp %s: %s (%s)",
+            operation,
+            type(typed).__name__,
+            type(error).__name__,
+            extra={"sumup_operation": operation, **context},
+        )
+        raise typed from None
+    finally:
+        _observe_latency(operation, time.perf_counter() - started)
+    SUMUP_CALLS.labels(operation, "ok").inc()
+
+
+def _observe_latency(operation: str, seconds: float) -> None:
+    """SumUp call latency by operation (a histogram, when the metrics module has one)."""
+    from services import metrics
+
+    histogram = getattr(metrics, "SUMUP_LATENCY", None)
+    if histogram is not None:
+        histogram.labels(operation).observe(seconds)
+
+
+# --- the calls ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NewCheckout:
+    """What a hosted checkout is created with."""
+
+    reference: str
+    amount: Decimal
+    currency: str
+    description: str
+    return_url: str
+    redirect_url: str
+
+
+async def create_checkout(clients: SumUpClients, account: SumUpAccount, wanted: NewCheckout) -> Any:
+    """Create a hosted checkout; `SumUpConflict` when the reference exists already."""
+    client = clients.for_account(account)
+    async with _call("create", reference=wanted.reference):
+        return await client.checkouts.create(
+            checkout_reference=wanted.reference,
+            amount=to_sumup_amount(wanted.amount),
+            currency=wanted.currency,
+            merchant_code=account.merchant_code,
+            description=wanted.description,
+            return_url=wanted.return_url,
+            redirect_url=wanted.redirect_url,
+            hosted_checkout={"enabled": True},
+        )
+
+
+async def get_checkout(clients: SumUpClients, account: SumUpAccount, checkout_id: str) -> Any:
+    """The checkout as SumUp has it now."""
+    client = clients.for_account(account)
+    async with _call("get", checkout_id=checkout_id):
+        return await client.checkouts.get(checkout_id)
+
+
+async def find_checkout(clients: SumUpClients, account: SumUpAccount, reference: str) -> Any:
+    """The account's checkout with this reference, or None."""
+    client = clients.for_account(account)
+    async with _call("list", reference=reference):
+        found = await client.checkouts.list(checkout_reference=reference)
+    return found[0] if found else None
+
+
+async def deactivate_checkout(
+    clients: SumUpClients, account: SumUpAccount, checkout_id: str
+) -> None:
+    """Retire a checkout; `SumUpConflict` (CHECKOUT_PROCESSED) when it was paid or ended."""
+    client = clients.for_account(account)
+    async with _call("deactivate", checkout_id=checkout_id):
+        await client.checkouts.deactivate(checkout_id)
+
+
+async def refund_transaction(
+    clients: SumUpClients, account: SumUpAccount, transaction_id: str, amount: Decimal
+) -> None:
+    """Give back `amount` of a transaction (SumUp's refund API, major units)."""
+    client = clients.for_account(account)
+    async with _call("refund", transaction_id=transaction_id):
+        await client.transactions.refund(
+            account.merchant_code, transaction_id, amount=to_sumup_amount(amount)
+        )
+
+
+async def refunded_so_far(
+    clients: SumUpClients, account: SumUpAccount, transaction_id: str
+) -> Decimal:
+    """How much of a transaction SumUp has refunded, to settle a refund whose answer
+    was lost."""
+    client = clients.for_account(account)
+    async with _call("get_transaction", transaction_id=transaction_id):
+        transaction = await client.transactions.get(account.merchant_code, id=transaction_id)
+    return from_sumup_amount(getattr(transaction, "refunded_amount", None)) or Decimal("0.00")

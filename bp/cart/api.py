@@ -2,30 +2,21 @@
 
 from __future__ import annotations
 
-import hmac
 from typing import Any
 
 from quart import Blueprint, request
 
-from bp.cart.responses import current_identity, settings
+from bp.cart.responses import current_identity, internal_caller_is_authorised, settings
 from bp.cart.services.summary import get_cart_summary
 from services.db import db_session
 
 bp = Blueprint("cart_api", __name__, url_prefix="/internal/cart")
 
 
-def _authorised() -> bool:
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    expected = settings().internal_api_token.reveal()
-    return scheme.lower() == "bearer" and hmac.compare_digest(
-        token.strip().encode(), expected.encode()
-    )
-
-
 @bp.get("/summary")
 async def summary() -> Any:
     """Count and total of the forwarded session's cart, optionally of one page."""
-    if not _authorised():
+    if not internal_caller_is_authorised():
         return {"error": "Unauthorized", "message": "A valid bearer token is required."}, 401
     page_slug = request.args.get("page") or None
     result = await get_cart_summary(

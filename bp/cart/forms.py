@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from decimal import Decimal
+
 from wtforms import Form, IntegerField, StringField
 from wtforms.validators import Length, NumberRange, Optional
 
@@ -57,3 +60,15 @@ class CheckoutForm(CsrfForm):
     """Carries the idempotency key rendered with the cart, so a resubmit is recognised."""
 
     idempotency_key = StringField(validators=[Optional(), Length(min=8, max=64)])
+    # The total the cart page showed next to this button: checkout charges only that.
+    shown_total = StringField(validators=[Optional(), Length(max=20)])
+
+
+def shown_total(form: CheckoutForm) -> Decimal | None:
+    """The total the shopper saw, when the form carries one (`12.50`)."""
+    value = (form.shown_total.data or "").strip()
+    if not value:
+        return None
+    if not re.fullmatch(r"[0-9]{1,10}(\.[0-9]{1,2})?", value, flags=re.ASCII):
+        raise CartError("The cart total in the form is not a sum of money; please reload.")
+    return Decimal(value).quantize(Decimal("0.01"))

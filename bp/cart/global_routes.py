@@ -18,19 +18,17 @@ from bp.cart.forms import (
 )
 from bp.cart.responses import (
     after_write,
+    check_payment,
     checkout_and_pay,
-    checkout_context,
     current_identity,
     settings,
     writing_identity,
 )
 from bp.cart.services.calendar_cart import remove_entry_from_cart
-from bp.cart.services.check_sumup_status import check_sumup_status, order_id_for_checkout
-from bp.cart.services.checkout import (
-    webhook_token_is_valid,
-)
+from bp.cart.services.check_sumup_status import order_id_for_checkout
 from bp.cart.services.order_queries import get_order_for_owner
 from bp.cart.services.update_cart import add_to_cart, remove_from_cart, set_quantity
+from bp.cart.services.webhook_tokens import webhook_token_is_valid
 from services.db import db_session
 from services.errors import NotFoundError, PaymentProviderError
 from services.order_lifecycle import get_entries_for_order
@@ -117,7 +115,7 @@ async def webhook(order_id: int) -> Any:
     if event != "CHECKOUT_STATUS_CHANGED":
         return "", 204
     try:
-        await check_sumup_status(db_session(), order_id, context=checkout_context())
+        await check_payment(order_id)
     except PaymentProviderError:
         # SumUp retries a 5xx later; the reconcile sweep is the backstop.
         return "", 503
@@ -151,7 +149,7 @@ async def signed_event() -> Any:
     if order_id is None:
         return "", 204
     try:
-        await check_sumup_status(db, order_id, context=checkout_context())
+        await check_payment(order_id)
     except PaymentProviderError:
         return "", 503
     return "", 204
@@ -165,9 +163,9 @@ async def checkout_return(order_id: int) -> Any:
     check = request.args.get("check", "0")
     tries = int(check) if check.isdigit() else 0
     unreachable = False
-    if order.is_unpaid and order.sumup_checkout_id:
+    if order.is_unpaid and order.current_attempt_id:
         try:
-            order = await check_sumup_status(db, order.id, context=checkout_context())
+            order = await check_payment(order.id)
         except PaymentProviderError:
             unreachable = True
     entries = await get_entries_for_order(db, order_id=order.id)

@@ -65,8 +65,8 @@ def load_demo_data_command() -> None:
 @bp.cli.command("reconcile")
 @click.option("--batch-size", type=click.IntRange(1, 10000), default=None, help="Orders per pass.")
 def reconcile_command(batch_size: int | None) -> None:
-    """Re-check unpaid orders with SumUp and expire the stale ones (safe to run anywhere)."""
-    from bp.cart.services.checkout import CheckoutContext
+    """Follow open SumUp checkouts, expire stale orders, settle refunds (safe anywhere)."""
+    from bp.cart.services.checkout_attempts import CheckoutContext
     from bp.cart.services.reconcile import reconcile_orders
     from services.sumup import SumUpClients
 

@@ -7,10 +7,10 @@ from typing import Any
 from quart import Blueprint, flash, redirect, render_template, url_for
 
 from bp.cart.forms import PlainForm
-from bp.cart.responses import checkout_context, current_identity, go_to_payment
-from bp.cart.services.cancel_order import CancelOutcome, cancel_order, settle_with_sumup_first
-from bp.cart.services.check_sumup_status import check_sumup_status
+from bp.cart.responses import check_payment, checkout_context, current_identity, go_to_payment
+from bp.cart.services.cancel_order import CancelOutcome, cancel_order
 from bp.cart.services.order_queries import get_order_for_owner, get_order_history
+from bp.cart.services.refunds import refunds_of_order
 from services.db import db_session
 from services.order_lifecycle import get_entries_for_order
 from services.web import bind_form
@@ -25,7 +25,10 @@ async def detail(order_id: int) -> str:
     order = await get_order_for_owner(db, current_identity(), order_id)
     entries = await get_entries_for_order(db, order_id=order.id)
     history = await get_order_history(db, order.id)
-    return await render_template("order/detail.html", order=order, entries=entries, history=history)
+    refunds = await refunds_of_order(db, order.id)
+    return await render_template(
+        "order/detail.html", order=order, entries=entries, history=history, refunds=refunds
+    )
 
 
 @bp.post("/<bigid:order_id>/pay/")
@@ -34,14 +37,12 @@ async def pay(order_id: int) -> Any:
     await bind_form(PlainForm)
     db = db_session()
     order = await get_order_for_owner(db, current_identity(), order_id)
-    if order.is_unpaid:
-        # A hosted page lives about 30 minutes: never send the shopper to an old one.
-        order = await settle_with_sumup_first(db, order, checkout_context())
-        await db.commit()  # before the new attempt is claimed in its own transaction
     if not order.is_unpaid:
         await flash(f"Order {order.number} is {order.status}; there is nothing to pay.", "success")
         return redirect(url_for("order.detail", order_id=order.id), 303)
-    return await go_to_payment(order.id)
+    await db.commit()
+    # A hosted page lives about 30 minutes: never send the shopper to an old one.
+    return await go_to_payment(order.id, reuse_open=False)
 
 
 @bp.post("/<bigid:order_id>/recheck/")
@@ -50,7 +51,7 @@ async def recheck(order_id: int) -> Any:
     await bind_form(PlainForm)
     db = db_session()
     order = await get_order_for_owner(db, current_identity(), order_id)
-    order = await check_sumup_status(db, order.id, context=checkout_context())
+    order = await check_payment(order.id)
     await flash(f"Order {order.number} is {order.status}.", "success")
     return redirect(url_for("order.detail", order_id=order.id), 303)
 

@@ -1,1 +1,1 @@
-"""Tables the cart reads but other apps own (blog, market, events, shared)."""
+"""Tables the cart reads but other apps own (blog, market, events)."""

@@ -16,7 +16,8 @@ from quart.typing import TestClientProtocol as Client
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bp.cart.services.checkout import CheckoutRequest, create_order_from_cart, webhook_token
+from bp.cart.services.checkout import CheckoutRequest, create_order_from_cart
+from bp.cart.services.webhook_tokens import webhook_token
 from bp.cart.services.identity import Identity
 from models import CalendarEntry, CartItem, DomainEvent, Order
 from services.db import create_sessionmaker
@@ -27,6 +28,7 @@ from tests.factories import (
     make_product,
     make_shop,
 )
+from tests.orders.factories import checkout_id, current_attempt
 from tests.shopper import add, csrf_token, page_text, post_form
 
 
@@ -82,7 +84,7 @@ async def test_whole_happy_path_pays_the_order_once(
     assert entry.state == "ordered" and entry.order_id == order.id
     assert await _events(db, "order.created") == 1
 
-    await sandbox_control.pay(order.sumup_checkout_id)  # the sandbox POSTs our webhook
+    await sandbox_control.pay(await checkout_id(db, order))  # the sandbox POSTs our webhook
 
     [order] = await _orders(db)
     assert order.status == "paid" and order.sumup_transaction_code
@@ -100,7 +102,7 @@ async def test_decline_then_pay_again_ends_paid_with_one_paid_event(
     await _cart_with_entry(client, db)
     await _checkout(client)
     [order] = await _orders(db)
-    first_checkout = order.sumup_checkout_id
+    first_checkout = await checkout_id(db, order)
     await sandbox_control.decline(first_checkout)
     [order] = await _orders(db)
     assert order.status == "failed"
@@ -110,8 +112,11 @@ async def test_decline_then_pay_again_ends_paid_with_one_paid_event(
     response = await post_form(client, f"/orders/{order.id}/pay/")
     assert response.status_code == 303
     [order] = await _orders(db)
-    assert order.sumup_checkout_id != first_checkout and order.checkout_attempts == 2
-    await sandbox_control.pay(order.sumup_checkout_id)
+    assert (
+        await checkout_id(db, order) != first_checkout
+        and (await current_attempt(db, order)).number == 2
+    )
+    await sandbox_control.pay(await checkout_id(db, order))
     [order] = await _orders(db)
     assert order.status == "paid"
     assert await _events(db, "order.paid") == 1
@@ -179,17 +184,18 @@ async def test_webhook_twice_at_once_and_return_page_confirm_once(
     [order] = await _orders(db)
     await sandbox_control.behave(webhook="twice")
     await asyncio.gather(
-        sandbox_control.pay(order.sumup_checkout_id),
+        sandbox_control.pay(await checkout_id(db, order)),
         client.get(f"/cart/checkout/return/{order.id}/"),
         client.get(f"/cart/checkout/return/{order.id}/"),
     )
     token = webhook_token(client.app.config["SECRET_KEY"], order.id)
+    checkout = await checkout_id(db, order)
     async with httpx.AsyncClient() as http:
         await asyncio.gather(
             *(
                 http.post(
                     f"{live_url}/cart/checkout/webhook/{order.id}/?token={token}",
-                    json={"event_type": "CHECKOUT_STATUS_CHANGED", "id": order.sumup_checkout_id},
+                    json={"event_type": "CHECKOUT_STATUS_CHANGED", "id": checkout},
                 )
                 for _ in range(3)
             )
@@ -208,12 +214,12 @@ async def test_webhook_with_a_wrong_token_is_refused_without_asking_sumup(
     await _checkout(client)
     [order] = await _orders(db)
     await sandbox_control.behave(webhook="drop")
-    await sandbox_control.pay(order.sumup_checkout_id)
+    await sandbox_control.pay(await checkout_id(db, order))
     before = _sumup_gets()
     async with httpx.AsyncClient() as http:
         response = await http.post(
             f"{live_url}/cart/checkout/webhook/{order.id}/?token=forged",
-            json={"event_type": "CHECKOUT_STATUS_CHANGED", "id": order.sumup_checkout_id},
+            json={"event_type": "CHECKOUT_STATUS_CHANGED", "id": await checkout_id(db, order)},
         )
     assert response.status_code == 404
     assert _sumup_gets() == before
@@ -247,12 +253,12 @@ async def test_webhook_naming_another_orders_paid_checkout_does_not_pay_this_one
     await _checkout(other_shopper)
     mine, theirs = await _orders(db)
     await sandbox_control.behave(webhook="drop")
-    await sandbox_control.pay(theirs.sumup_checkout_id)
+    await sandbox_control.pay(await checkout_id(db, theirs))
     token = webhook_token(app.config["SECRET_KEY"], mine.id)
     async with httpx.AsyncClient() as http:
         response = await http.post(
             f"{live_url}/cart/checkout/webhook/{mine.id}/?token={token}",
-            json={"event_type": "CHECKOUT_STATUS_CHANGED", "id": theirs.sumup_checkout_id},
+            json={"event_type": "CHECKOUT_STATUS_CHANGED", "id": await checkout_id(db, theirs)},
         )
     assert response.status_code == 204
     mine, _ = await _orders(db)
@@ -265,8 +271,8 @@ async def test_tampered_amount_at_sumup_never_marks_the_order_paid(
     await _cart_with_entry(client, db)
     await _checkout(client)
     [order] = await _orders(db)
-    await sandbox_control.tamper(order.sumup_checkout_id, amount=Decimal("0.01"))
-    await sandbox_control.pay(order.sumup_checkout_id)
+    await sandbox_control.tamper(await checkout_id(db, order), amount=Decimal("0.01"))
+    await sandbox_control.pay(await checkout_id(db, order))
     [order] = await _orders(db)
     assert order.status == "pending"
     assert await _events(db, "order.paid") == 0
@@ -286,7 +292,7 @@ async def test_sumup_timeout_during_create_recovers_without_a_second_checkout(
     stats = await sandbox_control.stats()
     assert stats["created"] == 1
     [order] = await _orders(db)
-    assert order.sumup_checkout_id and order.status == "pending"
+    assert await checkout_id(db, order) and order.status == "pending"
 
 
 async def test_sumup_down_keeps_the_order_unpaid_and_offers_try_again(
@@ -299,7 +305,7 @@ async def test_sumup_down_keeps_the_order_unpaid_and_offers_try_again(
     page = await page_text(response)
     assert "Try again" in page and "not paid" in page
     [order] = await _orders(db)
-    assert order.status == "pending" and order.sumup_checkout_id is None
+    assert order.status == "pending" and await checkout_id(db, order) is None
     await sandbox_control.reset()
     retry = await post_form(client, f"/orders/{order.id}/pay/")
     assert retry.status_code == 303
@@ -372,10 +378,10 @@ async def test_rolled_back_checkout_leaves_no_order_no_event_and_no_claim(
     _, entry = await _cart_with_entry(client, db)
     identity = Identity(session_id=entry.session_id)
     async with create_sessionmaker(engine)() as session:
-        order = await create_order_from_cart(
+        result = await create_order_from_cart(
             session, CheckoutRequest(identity, None, None), settings=settings
         )
-        assert order.id
+        assert result.order.id
         await session.rollback()
     assert await _orders(db) == []
     assert await _events(db, "order.created") == 0

@@ -19,6 +19,7 @@ from app import create_app
 from config.settings import Secret
 from models import Order
 from tests.factories import make_product, make_shop
+from tests.orders.factories import checkout_id
 from tests.shopper import add, post_form
 
 SIGNING_SECRET = "whsec_test_signing_secret"
@@ -65,9 +66,9 @@ async def _paid_at_sumup_unnotified(
     await add(client, (await make_product(db, market)).id)
     await post_form(client, "/cart/checkout/")
     order = await db.scalar(select(Order))
-    assert order is not None and order.sumup_checkout_id
+    assert order is not None and await checkout_id(db, order)
     await sandbox_control.behave(webhook="drop")
-    await sandbox_control.pay(order.sumup_checkout_id)
+    await sandbox_control.pay(await checkout_id(db, order))
     return client, order
 
 
@@ -75,7 +76,7 @@ async def test_signed_checkout_paid_event_marks_the_order_paid(
     signed_app: Quart, db: AsyncSession, sandbox_control: Any
 ) -> None:
     client, order = await _paid_at_sumup_unnotified(signed_app, db, sandbox_control)
-    body = _event(order.sumup_checkout_id or "")
+    body = _event(await checkout_id(db, order) or "")
     response = await client.post("/cart/checkout/events/", data=body, headers=_signed(body))
     assert response.status_code == 204
     await db.refresh(order)
@@ -86,7 +87,7 @@ async def test_event_with_a_bad_signature_is_refused_and_changes_nothing(
     signed_app: Quart, db: AsyncSession, sandbox_control: Any
 ) -> None:
     client, order = await _paid_at_sumup_unnotified(signed_app, db, sandbox_control)
-    body = _event(order.sumup_checkout_id or "")
+    body = _event(await checkout_id(db, order) or "")
     response = await client.post(
         "/cart/checkout/events/", data=body, headers=_signed(body, secret="not-the-secret")
     )

@@ -12,7 +12,16 @@ from quart.typing import TestClientProtocol as Client
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from models import CalendarEntry, CartItem, DomainEvent, Order, OrderItem, Post, Product
+from models import (
+    CalendarEntry,
+    CartItem,
+    CheckoutAttempt,
+    DomainEvent,
+    Order,
+    OrderItem,
+    Post,
+    Product,
+)
 from tests.factories import make_calendar, make_entry, make_product, make_shop
 from tests.shopper import add, post_form
 
@@ -82,8 +91,39 @@ async def place_order(client: Client, db: AsyncSession) -> PlacedOrder:
     response = await post_form(client, "/cart/checkout/")
     assert response.status_code == 303, await response.get_data(as_text=True)
     order = await latest_order(db)
-    assert order.sumup_checkout_id is not None
+    assert (await current_attempt(db, order)).sumup_checkout_id is not None
     return PlacedOrder(order, product, entry)
+
+
+async def current_attempt(db: AsyncSession, order: Order) -> CheckoutAttempt:
+    """The order's current SumUp checkout attempt, fresh from the database."""
+    current = await db.scalar(select(Order.current_attempt_id).where(Order.id == order.id))
+    assert current is not None, f"order {order.id} has no checkout attempt"
+    attempt = await db.scalar(
+        select(CheckoutAttempt)
+        .where(CheckoutAttempt.id == current)
+        .execution_options(populate_existing=True)
+    )
+    assert attempt is not None
+    return attempt
+
+
+async def checkout_id(db: AsyncSession, order: Order) -> str:
+    """The SumUp checkout id of the order's current attempt."""
+    value = (await current_attempt(db, order)).sumup_checkout_id
+    assert value is not None
+    return value
+
+
+async def attempts_of(db: AsyncSession, order_id: int) -> list[CheckoutAttempt]:
+    """Every attempt of an order, oldest first."""
+    rows = await db.scalars(
+        select(CheckoutAttempt)
+        .where(CheckoutAttempt.order_id == order_id)
+        .order_by(CheckoutAttempt.number)
+        .execution_options(populate_existing=True)
+    )
+    return list(rows)
 
 
 async def latest_order(db: AsyncSession) -> Order:

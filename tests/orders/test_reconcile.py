@@ -16,12 +16,13 @@ from quart.typing import TestClientProtocol as Client
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bp.cart.services.checkout import CheckoutContext
+from bp.cart.services.checkout_attempts import CheckoutContext
 from bp.cart.services.reconcile import ReconcileReport, reconcile_orders
 from models import Order
 from services.sumup import SumUpClients
 from tests.orders.factories import (
     PlacedOrder,
+    checkout_id,
     event_count,
     latest_order,
     place_order,
@@ -81,7 +82,7 @@ async def test_sweep_marks_a_paid_order_whose_webhook_never_came_paid_once(
 ) -> None:
     placed = await place_order(client, db)
     await sandbox_control.behave(webhook="drop")
-    await sandbox_control.pay(placed.order.sumup_checkout_id)
+    await sandbox_control.pay(await checkout_id(db, placed.order))
     assert (await latest_order(db)).status == "pending"
 
     report = await _sweep(sessions, context)
@@ -105,7 +106,7 @@ async def test_sweep_records_a_declined_payment_whose_webhook_never_came(
 ) -> None:
     placed = await place_order(client, db)
     await sandbox_control.behave(webhook="drop")
-    await sandbox_control.decline(placed.order.sumup_checkout_id)
+    await sandbox_control.decline(await checkout_id(db, placed.order))
 
     report = await _sweep(sessions, context)
 
@@ -126,7 +127,7 @@ async def test_sweep_leaves_a_recent_unpaid_order_alone(
     report = await _sweep(sessions, context)
     assert (report.checked, report.paid, report.failed, report.expired) == (1, 0, 0, 0)
     assert (await latest_order(db)).status == "pending"
-    assert await sandbox_status(sandbox_control, placed.order.sumup_checkout_id) == "PENDING"
+    assert await sandbox_status(sandbox_control, await checkout_id(db, placed.order)) == "PENDING"
 
 
 async def test_sweep_expires_an_old_unpaid_order_and_gives_its_bookings_back(
@@ -144,7 +145,7 @@ async def test_sweep_expires_an_old_unpaid_order_and_gives_its_bookings_back(
     assert report.expired == 1 and report.paid == 0
     order = await latest_order(db)
     assert order.status == "expired"
-    assert await sandbox_status(sandbox_control, order.sumup_checkout_id) == "EXPIRED"
+    assert await sandbox_status(sandbox_control, await checkout_id(db, order)) == "EXPIRED"
     entry = await reload(db, placed.entry)
     assert (entry.state, entry.order_id) == ("pending", None)
     assert placed.entry.name in await page_text(await client.get("/cart/"))
@@ -182,7 +183,7 @@ async def test_old_order_paid_at_sumup_but_never_notified_is_paid_not_expired(
     placed = await place_order(client, db)
     await _age(db, placed.order.id, timedelta(days=1))
     await sandbox_control.behave(webhook="drop")
-    await sandbox_control.pay(placed.order.sumup_checkout_id)
+    await sandbox_control.pay(await checkout_id(db, placed.order))
 
     report = await _sweep(sessions, context)
 
@@ -221,7 +222,7 @@ async def test_two_sweeps_at_once_do_each_order_once(
     unnotified, abandoned = placed[:4], placed[4:]
     await sandbox_control.behave(webhook="drop")
     for paid in unnotified:
-        await sandbox_control.pay(paid.order.sumup_checkout_id)
+        await sandbox_control.pay(await checkout_id(db, paid.order))
     for old in abandoned:
         await _age(db, old.order.id, timedelta(days=1))
 
@@ -262,7 +263,7 @@ async def test_reconcile_command_sweeps_and_prints_its_report(
 ) -> None:
     placed = await place_order(client, db)
     await sandbox_control.behave(webhook="drop")
-    await sandbox_control.pay(placed.order.sumup_checkout_id)
+    await sandbox_control.pay(await checkout_id(db, placed.order))
     env = {
         **os.environ,
         "DATABASE_URL_ASYNC": settings.database_url,
@@ -304,11 +305,11 @@ async def test_sweep_does_not_expire_a_fresh_pay_again_attempt_of_an_old_order(
     sandbox_control: Any,
 ) -> None:
     placed = await place_order(client, db)
-    await sandbox_control.decline(placed.order.sumup_checkout_id)
+    await sandbox_control.decline(await checkout_id(db, placed.order))
     await _age(db, placed.order.id, EXPIRE_AFTER + timedelta(minutes=5))
     response = await post_form(client, f"/orders/{placed.order.id}/pay/")
     assert response.status_code == 303
-    fresh = (await latest_order(db)).sumup_checkout_id
+    fresh = await checkout_id(db, await latest_order(db))
 
     await _sweep(sessions, context)
 

@@ -1,20 +1,17 @@
-"""Cancelling an unpaid order: retire its SumUp checkout, give its bookings back."""
+"""Cancelling an unpaid order: retire its SumUp checkouts, give its bookings back."""
 
 from __future__ import annotations
 
+import contextlib
 import enum
 
-from sqlalchemy import func, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bp.cart.services.check_sumup_status import check_sumup_status
-from bp.cart.services.checkout import CheckoutContext, retire_checkout
+from bp.cart.services.checkout_attempts import CheckoutContext, retire_open_attempts
 from bp.cart.services.order_queries import load_order
+from bp.cart.services.order_states import UNPAID, move_order
 from models import Order
-from models.order import UNPAID_STATUSES
-from services.events import emit_event, order_event_payload
-from services.order_lifecycle import release_entries_for_order
-from services.sumup import account_for_merchant
+from services.errors import PaymentProviderError
 
 
 class CancelOutcome(enum.Enum):
@@ -23,78 +20,36 @@ class CancelOutcome(enum.Enum):
     PAID = "paid"
 
 
-async def expire_or_cancel(
-    session: AsyncSession, order: Order, *, status: str, event: str, reason: str
-) -> bool:
-    """Move an unpaid order to `status`, release its entries, write the event once.
-
-    Entries still held by an order SumUp already expired are released too, without a
-    second event. True when the order's status changed.
-    """
-    moved = await session.scalar(
-        update(Order)
-        .where(Order.id == order.id, Order.status.in_(UNPAID_STATUSES), Order.status != status)
-        .values(
-            status=status,
-            cancelled_at=func.now() if status == "cancelled" else Order.cancelled_at,
-            updated_at=func.now(),
-        )
-        .returning(Order.id)
-    )
-    released = await release_entries_for_order(session, order_id=order.id)
-    if moved is None:
-        return False
-    order = await load_order(session, order.id)
-    await emit_event(
-        session,
-        event,
-        order_event_payload(order, entry_ids=released, reason=reason),
-        aggregate=("order", order.id),
-    )
-    return True
-
-
-async def settle_with_sumup_first(
-    session: AsyncSession, order: Order, context: CheckoutContext
-) -> Order:
-    """Deactivate the order's open checkout; if SumUp says it was processed, re-check it.
-
-    Runs before our own state changes, so a payment that lands at the same moment
-    is found and wins (a paid order is never cancelled or expired).
-    """
-    # Racing callers (a double click, a cancel during the sweep) go one at a time: the
-    # second finds the checkout already retired instead of mistaking it for expired.
-    order = await load_order(session, order.id, for_update=True)
-    checkout_id = order.sumup_checkout_id
-    if not checkout_id or order.sumup_status == "EXPIRED" or order.status == "paid":
-        return order
-    account = await account_for_merchant(session, context.settings, order.sumup_merchant_code or "")
-    if await retire_checkout(context, account, checkout_id):
-        return await check_sumup_status(session, order.id, context=context)
-    # Recorded, so that a later attempt neither reuses its dead page nor retires it again.
-    await session.execute(
-        update(Order)
-        .where(Order.id == order.id, Order.sumup_checkout_id == checkout_id)
-        .values(sumup_status="EXPIRED", updated_at=func.now())
-    )
-    return await load_order(session, order.id)
-
-
 async def cancel_order(
     session: AsyncSession, order: Order, context: CheckoutContext
 ) -> CancelOutcome:
-    """Cancel an unpaid order: its checkout deactivated, its entries back in the cart."""
+    """Cancel an unpaid order: its checkouts retired first, its entries back in the cart.
+
+    Retiring comes before our own change, so a payment that lands at that moment is
+    found and wins (a paid order is never cancelled). When SumUp cannot be reached the
+    order is cancelled all the same; the sweep retires its checkouts later, and money
+    paid on one meanwhile is refunded.
+    """
     if order.status == "cancelled":
         return CancelOutcome.ALREADY_CANCELLED
-    if order.status != "paid":
-        order = await settle_with_sumup_first(session, order, context)
-    if order.status == "paid":
-        return CancelOutcome.PAID
-    changed = await expire_or_cancel(
-        session,
-        order,
-        status="cancelled",
-        event="order.cancelled",
-        reason="cancelled by the shopper",
-    )
-    return CancelOutcome.CANCELLED if changed else CancelOutcome.ALREADY_CANCELLED
+    if order.status in UNPAID:
+        with contextlib.suppress(PaymentProviderError):
+            await retire_open_attempts(session, order.id, context)
+    for _ in range(5):
+        order = await load_order(session, order.id, for_update=True)
+        if order.status == "cancelled":
+            return CancelOutcome.ALREADY_CANCELLED
+        if order.status not in UNPAID:
+            return CancelOutcome.PAID
+        if await move_order(session, order, "cancelled", cause="shopper_cancelled") is not None:
+            return CancelOutcome.CANCELLED
+    return CancelOutcome.ALREADY_CANCELLED
+
+
+async def expire_order(session: AsyncSession, order: Order, *, reason: str) -> bool:
+    """Our own expiry of an order left unpaid (its checkouts already retired)."""
+    order = await load_order(session, order.id, for_update=True)
+    if order.status not in ("pending", "failed"):
+        return False
+    moved = await move_order(session, order, "expired", cause="unpaid_too_long", detail=reason)
+    return moved is not None

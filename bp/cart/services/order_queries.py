@@ -20,7 +20,7 @@ async def load_order(session: AsyncSession, order_id: int, *, for_update: bool =
     """An order with its items, fresh from the database; 404 when there is none."""
     query = (
         select(Order)
-        .options(selectinload(Order.items))
+        .options(selectinload(Order.items), selectinload(Order.bookings))
         .where(Order.id == order_id)
         .execution_options(populate_existing=True)
     )
@@ -40,7 +40,7 @@ async def get_order_for_owner(
         raise NotFoundError("There is no such order.")
     order = await session.scalar(
         select(Order)
-        .options(selectinload(Order.items))
+        .options(selectinload(Order.items), selectinload(Order.bookings))
         .where(Order.id == order_id, identity.owns(Order))
         .execution_options(populate_existing=True)
     )

@@ -1,9 +1,13 @@
-"""The reconcile sweep: the backstop for lost webhooks and abandoned payments.
+"""The reconcile sweep: every SumUp checkout followed to its end, whatever its order.
 
-It re-checks unpaid orders that have a SumUp checkout (oldest first) and expires
-orders left unpaid past the configured age. Each order is handled in its own short
-transaction under `FOR UPDATE SKIP LOCKED`, so several instances can sweep at once
-without doing an order twice, and the work per run is bounded by the batch size.
+It walks checkout attempts that are not final, least recently checked first, and
+asks SumUp about each: a lost webhook is found within a sweep or two, also for an
+order that was cancelled or superseded meanwhile (its money is then refunded). An
+attempt whose order no longer wants it, or that outlived SumUp's checkout lifetime,
+is retired (`DELETE`). Then it expires orders left unpaid too long (retiring their
+checkouts first, so a payment landing that moment wins) and works pending refunds.
+Each attempt and order is handled in its own short transaction under `FOR UPDATE
+SKIP LOCKED`, so several instances can sweep at once, and a run is bounded.
 """
 
 from __future__ import annotations
@@ -12,22 +16,28 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from quart import Quart
-from sqlalchemy import exists, func, or_, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bp.cart.services.cancel_order import expire_or_cancel, settle_with_sumup_first
-from bp.cart.services.check_sumup_status import check_sumup_status
-from bp.cart.services.checkout import CheckoutContext
+from bp.cart.services.cancel_order import expire_order
+from bp.cart.services.checkout_attempts import (
+    AttemptCheck,
+    CheckoutContext,
+    check_attempt,
+    retire_attempt,
+    retire_open_attempts,
+)
 from bp.cart.services.order_queries import load_order
-from models import CalendarEntry, Order
+from bp.cart.services.refunds import settle_pending_refunds
+from models import CheckoutAttempt, Order
 from services.errors import PaymentProviderError
 
 log = logging.getLogger(__name__)
 
-# An order checked this recently is left alone, by this sweep and by any other.
+# An attempt checked this recently is left alone, by this sweep and by any other.
 RECHECK_SPACING = timedelta(seconds=30)
 
 
@@ -37,69 +47,88 @@ class ReconcileReport:
     paid: int = 0
     failed: int = 0
     expired: int = 0
+    retired: int = 0
+    refunds: int = 0
     errors: int = 0
     order_ids: list[int] = field(default_factory=list)
 
     def __str__(self) -> str:
         return (
             f"checked {self.checked}, paid {self.paid}, failed {self.failed}, "
-            f"expired {self.expired}, errors {self.errors}"
+            f"expired {self.expired}, retired {self.retired}, refunds {self.refunds}, "
+            f"errors {self.errors}"
         )
 
 
-async def _next_to_recheck(session: AsyncSession) -> int | None:
-    return await session.scalar(
-        select(Order.id)
+def _create_grace(context: CheckoutContext) -> timedelta:
+    """How long a claimed attempt may wait for its creator's SumUp answer."""
+    return timedelta(seconds=context.settings.sumup.timeout_seconds * 2 + 5)
+
+
+async def _next_attempt(session: AsyncSession, context: CheckoutContext) -> CheckoutAttempt | None:
+    attempt: CheckoutAttempt | None = await session.scalar(
+        select(CheckoutAttempt)
         .where(
-            Order.status.in_(("pending", "failed")),
-            Order.sumup_checkout_id.is_not(None),
+            CheckoutAttempt.settled_at.is_(None),
             or_(
-                Order.last_checked_at.is_(None),
-                Order.last_checked_at < func.now() - RECHECK_SPACING,
+                CheckoutAttempt.checked_at.is_(None),
+                CheckoutAttempt.checked_at < func.now() - RECHECK_SPACING,
+            ),
+            or_(
+                CheckoutAttempt.sumup_checkout_id.is_not(None),
+                CheckoutAttempt.created_at < func.now() - _create_grace(context),
             ),
         )
-        .order_by(Order.created_at, Order.id)
+        .order_by(CheckoutAttempt.checked_at.asc().nulls_first(), CheckoutAttempt.id)
         .limit(1)
         .with_for_update(skip_locked=True)
     )
+    return attempt
 
 
-async def _recheck_one(
+def _should_retire(order: Order, attempt: CheckoutAttempt, context: CheckoutContext) -> bool:
+    if order.is_final or order.current_attempt_id != attempt.id:
+        return True
+    return datetime.now(UTC) - attempt.created_at > context.lifetime
+
+
+async def _sweep_one_attempt(
     sessions: async_sessionmaker[AsyncSession], context: CheckoutContext, report: ReconcileReport
 ) -> bool:
     async with sessions() as session, session.begin():
-        order_id = await _next_to_recheck(session)
-        if order_id is None:
+        attempt = await _next_attempt(session, context)
+        if attempt is None:
             return False
-        await session.execute(
-            update(Order).where(Order.id == order_id).values(last_checked_at=func.now())
-        )
         report.checked += 1
-        report.order_ids.append(order_id)
+        report.order_ids.append(attempt.order_id)
+        order = await load_order(session, attempt.order_id)
         try:
-            order = await check_sumup_status(session, order_id, context=context)
+            if _should_retire(order, attempt, context):
+                found: AttemptCheck = await retire_attempt(session, attempt, context)
+                report.retired += found.sumup_status != "PAID"
+            else:
+                found = await check_attempt(session, attempt, context)
         except PaymentProviderError:
             report.errors += 1
+            await session.execute(
+                update(CheckoutAttempt)
+                .where(CheckoutAttempt.id == attempt.id)
+                .values(checked_at=func.now())
+            )
             return True
-        report.paid += order.status == "paid"
-        report.failed += order.status == "failed"
+        report.paid += found.paid_now
+        report.failed += found.sumup_status == "FAILED"
     return True
 
 
 async def _next_to_expire(
     session: AsyncSession, *, older_than: timedelta, skip: set[int]
 ) -> Order | None:
-    holds_entries = exists().where(
-        CalendarEntry.order_id == Order.id, CalendarEntry.state == "ordered"
-    )
     query = (
         select(Order)
         .where(
             func.coalesce(Order.checkout_started_at, Order.created_at) < func.now() - older_than,
-            or_(
-                Order.status.in_(("pending", "failed")),
-                (Order.status == "expired") & holds_entries,
-            ),
+            Order.status.in_(("pending", "failed")),
         )
         .order_by(Order.created_at, Order.id)
         .limit(1)
@@ -125,22 +154,13 @@ async def _expire_one(
             return False
         seen.add(order.id)
         try:
-            order = await settle_with_sumup_first(
-                session, await load_order(session, order.id), context
-            )
+            if await retire_open_attempts(session, order.id, context):
+                report.paid += 1
+                return True
         except PaymentProviderError:
-            report.errors += 1
+            report.errors += 1  # SumUp down: nothing is expired that might be paid
             return True
-        if order.status == "paid":
-            report.paid += 1
-            return True
-        if await expire_or_cancel(
-            session,
-            order,
-            status="expired",
-            event="order.expired",
-            reason=f"unpaid for more than {older_than}",
-        ):
+        if await expire_order(session, order, reason=f"unpaid for more than {older_than}"):
             report.expired += 1
     return True
 
@@ -152,17 +172,18 @@ async def reconcile_orders(
     batch_size: int,
     expire_after: timedelta,
 ) -> ReconcileReport:
-    """One bounded sweep: re-check up to `batch_size` orders, expire up to as many."""
+    """One bounded sweep: up to `batch_size` attempts, expiries and refunds each."""
     report = ReconcileReport()
     for _ in range(batch_size):
-        if not await _recheck_one(sessions, context, report):
+        if not await _sweep_one_attempt(sessions, context, report):
             break
     seen: set[int] = set()
     for _ in range(batch_size):
         if not await _expire_one(sessions, context, report, older_than=expire_after, seen=seen):
             break
-    if report.checked or report.expired or report.errors:
-        log.info("reconcile: %s", report)
+    report.refunds = await settle_pending_refunds(sessions, context, limit=batch_size)
+    if report.checked or report.expired or report.errors or report.refunds:
+        log.info("reconcile: %s", report, extra={"event": "reconcile.run"})
     return report
 
 

@@ -9,7 +9,6 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
-from sqlalchemy.dialects import postgresql
 
 revision: str = "s0001"
 down_revision: str | None = None
@@ -28,37 +27,6 @@ def upgrade() -> None:
         sa.UniqueConstraint("slug", name=op.f("uq_calendars_slug")),
     )
     op.create_index(op.f("ix_calendars_post_id"), "calendars", ["post_id"], unique=False)
-    op.create_table(
-        "domain_events",
-        sa.Column("id", sa.BigInteger(), nullable=False),
-        sa.Column("event_type", sa.String(length=64), nullable=False),
-        sa.Column("aggregate_type", sa.String(length=32), nullable=False),
-        sa.Column("aggregate_id", sa.String(length=64), nullable=False),
-        sa.Column("payload", postgresql.JSONB(astext_type=sa.Text()), nullable=False),
-        sa.Column(
-            "occurred_at",
-            sa.DateTime(timezone=True),
-            server_default=sa.text("now()"),
-            nullable=False,
-        ),
-        sa.Column("published_at", sa.DateTime(timezone=True), nullable=True),
-        sa.Column("attempts", sa.Integer(), server_default="0", nullable=False),
-        sa.Column("last_error", sa.Text(), nullable=True),
-        sa.PrimaryKeyConstraint("id", name=op.f("pk_domain_events")),
-    )
-    op.create_index(
-        "ix_domain_events_aggregate",
-        "domain_events",
-        ["aggregate_type", "aggregate_id"],
-        unique=False,
-    )
-    op.create_index(
-        "ix_domain_events_unpublished",
-        "domain_events",
-        ["id"],
-        unique=False,
-        postgresql_where=sa.text("published_at IS NULL"),
-    )
     op.create_table(
         "market_places",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -252,12 +220,5 @@ def downgrade() -> None:
     op.drop_table("posts")
     op.drop_index(op.f("ix_market_places_post_id"), table_name="market_places")
     op.drop_table("market_places")
-    op.drop_index(
-        "ix_domain_events_unpublished",
-        table_name="domain_events",
-        postgresql_where=sa.text("published_at IS NULL"),
-    )
-    op.drop_index("ix_domain_events_aggregate", table_name="domain_events")
-    op.drop_table("domain_events")
     op.drop_index(op.f("ix_calendars_post_id"), table_name="calendars")
     op.drop_table("calendars")

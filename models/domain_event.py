@@ -1,4 +1,4 @@
-"""The shared outbox of domain events, relayed to Redis Streams."""
+"""The outbox of domain events: the cart writes and relays it, so its branch owns it."""
 
 from __future__ import annotations
 
