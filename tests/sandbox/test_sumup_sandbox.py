@@ -699,13 +699,18 @@ async def test_stats_count_create_attempts_and_summarise_checkouts(
     assert stats == {
         "created": 1,
         "create_attempts": 2,
+        "refund_attempts": 0,
+        "refunds_applied": 0,
+        "money": {},
         "checkouts": [
             {
                 "id": checkout_id,
                 "checkout_reference": "order-14",
                 "status": "PENDING",
                 "amount": 3.0,
+                "currency": "GBP",
                 "merchant_code": COOP,
+                "transactions": [],
             }
         ],
     }
