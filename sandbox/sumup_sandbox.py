@@ -203,8 +203,8 @@ class TransactionNotFound(SandboxError):
         return {"error_code": "NOT_FOUND", "message": "Resource not found"}
 
 
-class RefundProblem(SandboxError):
-    """A refund API error: an RFC 9457 problem (the SDK's Problem), plus SumUp's error_code."""
+class ProblemError(SandboxError):
+    """An error of the refund and transaction APIs: an RFC 9457 problem plus an error_code."""
 
     mimetype = "application/problem+json"
     slug = "bad-request"
@@ -222,7 +222,7 @@ class RefundProblem(SandboxError):
         }
 
 
-class RefundAmountInvalid(RefundProblem):
+class RefundAmountInvalid(ProblemError):
     """400: the amount is not a positive number of cents, or more than is left."""
 
     status = 400
@@ -234,13 +234,13 @@ class RefundAmountInvalid(RefundProblem):
         return body
 
 
-class RefundBodyInvalid(RefundProblem):
+class RefundBodyInvalid(ProblemError):
     """400: the refund body is not a JSON object."""
 
     status = 400
 
 
-class MerchantForbidden(RefundProblem):
+class MerchantForbidden(ProblemError):
     """403 from the /v1.0 and /v2.1 APIs: the merchant code does not belong to the API key."""
 
     status = 403
@@ -252,7 +252,7 @@ class MerchantForbidden(RefundProblem):
         super().__init__("The merchant code does not belong to this API key")
 
 
-class RefundTransactionNotFound(RefundProblem):
+class RefundTransactionNotFound(ProblemError):
     """404: no transaction with that id for this merchant."""
 
     status = 404
@@ -264,7 +264,7 @@ class RefundTransactionNotFound(RefundProblem):
         super().__init__("Transaction not found")
 
 
-class NotRefundable(RefundProblem):
+class NotRefundable(ProblemError):
     """409: nothing is left to refund (never paid, or already refunded in full)."""
 
     status = 409
