@@ -1,8 +1,20 @@
 """A fake of SumUp's checkout API and hosted payment page, for tests and `make run`.
 
-It speaks what /work/shared/SUMUP.md describes (create, get, list by reference,
-deactivate, the hosted page and the CHECKOUT_STATUS_CHANGED webhook) from memory, plus a
-control API under /_sandbox/ that lets tests pay, decline, forge and misbehave.
+It speaks what /work/shared/SUMUP.md describes, from memory:
+
+- checkouts: create, get, list by reference, deactivate (`/v0.1/checkouts...`), the
+  hosted page (`/pay/<id>`) and the CHECKOUT_STATUS_CHANGED webhook;
+- refunds: `POST /v1.0/merchants/<code>/payments/<transaction id>/refunds` with an
+  optional `{"amount": 1.5}` (major units; none = all that is left) → 201 `{}`. The
+  transaction becomes REFUNDED (in full or in part); its checkout stays PAID and keeps
+  naming it. Errors are RFC 9457 problems with an `error_code`: 400 INVALID (bad amount,
+  more than is left), 403 FORBIDDEN, 404 NOT_FOUND, 409 NOT_REFUNDABLE / ALREADY_REFUNDED;
+- transaction lookup: `GET /v2.1/merchants/<code>/transactions?id=…` (or
+  `transaction_code=…`) → the SDK's TransactionFull with its REFUND events.
+
+A control API under /_sandbox/ lets tests pay, decline, forge, misbehave (delays and
+5xx, for every call or only one kind, before or after the call does its work) and read
+stats (counters, every checkout's transactions, money taken and refunded per currency).
 """
 
 from __future__ import annotations
@@ -65,6 +77,8 @@ WEBHOOKS_KEY = "sumup_sandbox.webhooks"
 # SumUp's sandbox convention: these amounts always fail, whatever the payer does.
 FAILING_AMOUNTS = frozenset(Decimal(amount) for amount in ("11.00", "42.01", "42.76", "42.91"))
 OPEN_STATUSES = frozenset({"PENDING", "FAILED"})
+# A transaction that charged the payer: SUCCESSFUL, or REFUNDED once any of it went back.
+TOOK_MONEY = frozenset({"SUCCESSFUL", "REFUNDED"})
 MAX_ID_BYTES = 255
 MAX_REFERENCE_LENGTH = 64
 MAX_AMOUNT = Decimal("1000000")
@@ -73,6 +87,16 @@ PURPOSES = frozenset({"CHECKOUT", "SETUP_RECURRING_PAYMENT"})
 WEBHOOK_EVENT = "CHECKOUT_STATUS_CHANGED"
 WebhookMode = Literal["normal", "drop", "twice"]
 WEBHOOK_MODES: frozenset[str] = frozenset({"normal", "drop", "twice"})
+CallKind = Literal["create", "list", "get", "deactivate", "refund", "get_transaction"]
+# The API's endpoints by the kind of call a behaviour's `only` can single out.
+CALL_KINDS: dict[str, CallKind] = {
+    "api.create_checkout": "create",
+    "api.list_checkouts": "list",
+    "api.get_checkout": "get",
+    "api.deactivate_checkout": "deactivate",
+    "api.refund_transaction": "refund",
+    "api.get_transaction": "get_transaction",
+}
 CODE_ALPHABET = string.ascii_uppercase + string.digits
 
 
@@ -83,6 +107,7 @@ class SandboxError(Exception):
     """An error the sandbox answers with SumUp's status code and JSON body."""
 
     status = 500
+    mimetype = "application/json"
 
     def body(self) -> object:
         """The JSON body SumUp sends with this error."""
@@ -168,6 +193,89 @@ class CheckoutProcessed(SandboxError):
         return {"error_code": "CHECKOUT_PROCESSED", "message": "Checkout is already processed"}
 
 
+class TransactionNotFound(SandboxError):
+    """404 from the transaction lookup: no such transaction for this merchant."""
+
+    status = 404
+
+    def body(self) -> object:
+        """The same body as an unknown checkout (the SDK reads it as an Error)."""
+        return {"error_code": "NOT_FOUND", "message": "Resource not found"}
+
+
+class ProblemError(SandboxError):
+    """An error of the refund and transaction APIs: an RFC 9457 problem plus an error_code."""
+
+    mimetype = "application/problem+json"
+    slug = "bad-request"
+    title = "Bad Request"
+    error_code = "INVALID"
+
+    def body(self) -> object:
+        """The problem document; `detail` says what was wrong."""
+        return {
+            "type": f"https://developer.sumup.com/problem/{self.slug}",
+            "title": self.title,
+            "status": self.status,
+            "detail": str(self),
+            "error_code": self.error_code,
+        }
+
+
+class RefundAmountInvalid(ProblemError):
+    """400: the amount is not a positive number of cents, or more than is left."""
+
+    status = 400
+
+    def body(self) -> object:
+        """The problem, naming the amount field as SumUp's bad-request problems do."""
+        body = cast(dict[str, object], super().body())
+        body["fields"] = [{"path": "$.amount", "name": "amount", "message": str(self)}]
+        return body
+
+
+class RefundBodyInvalid(ProblemError):
+    """400: the refund body is not a JSON object."""
+
+    status = 400
+
+
+class MerchantForbidden(ProblemError):
+    """403 from the /v1.0 and /v2.1 APIs: the merchant code does not belong to the API key."""
+
+    status = 403
+    slug = "forbidden"
+    title = "Forbidden"
+    error_code = "FORBIDDEN"
+
+    def __init__(self) -> None:
+        super().__init__("The merchant code does not belong to this API key")
+
+
+class RefundTransactionNotFound(ProblemError):
+    """404: no transaction with that id for this merchant."""
+
+    status = 404
+    slug = "not-found"
+    title = "Not Found"
+    error_code = "NOT_FOUND"
+
+    def __init__(self) -> None:
+        super().__init__("Transaction not found")
+
+
+class NotRefundable(ProblemError):
+    """409: nothing is left to refund (never paid, or already refunded in full)."""
+
+    status = 409
+    slug = "conflict"
+    title = "Conflict"
+
+    def __init__(self, detail: str, *, error_code: str) -> None:
+        super().__init__(detail)
+        self.error_code = error_code
+
+
 class ControlRequestInvalid(SandboxError):
     """400 from the control API: the test sent something the sandbox cannot do."""
 
@@ -193,18 +301,65 @@ def _random_code(length: int, alphabet: str = CODE_ALPHABET) -> str:
     return "".join(secrets.choice(alphabet) for _ in range(length))
 
 
+@dataclass(frozen=True)
+class Refund:
+    """Money sent back on a transaction: SumUp records it as a REFUND event."""
+
+    event_id: int
+    amount: Decimal
+    timestamp: datetime
+
+    def to_event_json(self, transaction_id: str) -> dict[str, object]:
+        """The item of a transaction's `events` (the SDK's Event)."""
+        return {
+            "id": self.event_id,
+            "transaction_id": transaction_id,
+            "type": "REFUND",
+            "status": "REFUNDED",
+            "amount": float(self.amount),
+            "timestamp": _iso(self.timestamp),
+        }
+
+    def to_transaction_event_json(self) -> dict[str, object]:
+        """The item of a transaction's `transaction_events` (the SDK's TransactionEvent)."""
+        return {
+            "id": self.event_id,
+            "event_type": "REFUND",
+            "status": "REFUNDED",
+            "amount": float(self.amount),
+            "date": self.timestamp.date().isoformat(),
+            "timestamp": _iso(self.timestamp),
+        }
+
+
 @dataclass
 class Transaction:
-    """One payment attempt on a checkout."""
+    """One payment attempt on a checkout; a refund, whole or partial, makes it REFUNDED."""
 
     id: str
     transaction_code: str
     amount: Decimal
     currency: str
     merchant_code: str
-    status: Literal["SUCCESSFUL", "FAILED"]
+    status: Literal["SUCCESSFUL", "FAILED", "REFUNDED"]
     timestamp: datetime
     auth_code: str | None
+    refunds: list[Refund] = field(default_factory=list)
+
+    @property
+    def took_money(self) -> bool:
+        """Whether the payer was charged (whatever was refunded since)."""
+        return self.status in TOOK_MONEY
+
+    @property
+    def refunded_amount(self) -> Decimal:
+        """The total sent back so far."""
+        return sum((refund.amount for refund in self.refunds), Decimal("0.00"))
+
+    @property
+    def refundable_amount(self) -> Decimal:
+        """What is left to refund; nothing for a failed attempt."""
+        return self.amount - self.refunded_amount if self.took_money else Decimal("0.00")
 
     def to_json(self) -> dict[str, object]:
         """SumUp's JSON for an item of `transactions`; failed attempts carry no auth_code."""
@@ -222,6 +377,21 @@ class Transaction:
         if self.auth_code is not None:
             body["auth_code"] = self.auth_code
         return body
+
+    def to_full_json(self) -> dict[str, object]:
+        """The transaction lookup's JSON (the SDK's TransactionFull) with its refund events.
+
+        `refunded_amount` is the total as SumUp's transaction history reports it; the
+        SDK's TransactionFull has no such field and drops it, so SDK users add up the
+        REFUND events instead.
+        """
+        simple_status = "REFUNDED" if self.refunds else self.status
+        return self.to_json() | {
+            "simple_status": simple_status,
+            "refunded_amount": float(self.refunded_amount),
+            "events": [refund.to_event_json(self.id) for refund in self.refunds],
+            "transaction_events": [refund.to_transaction_event_json() for refund in self.refunds],
+        }
 
 
 @dataclass(frozen=True)
@@ -275,7 +445,8 @@ class Checkout:
         """The successful transaction of a PAID checkout."""
         if self.status != "PAID":
             return None
-        successful = (t for t in reversed(self.transactions) if t.status == "SUCCESSFUL")
+        # A refund leaves the checkout PAID and still naming the transaction it refunded.
+        successful = (t for t in reversed(self.transactions) if t.took_money)
         return next(successful, None)
 
     def to_json(self) -> dict[str, object]:
@@ -309,9 +480,12 @@ class Checkout:
 class Behaviour:
     """How the API misbehaves; each POST /_sandbox/behaviour replaces it whole.
 
-    fail_status answers every API call with that 5xx; delay_seconds slows every call, or
-    only creates when delay_only_create; fail_count limits both to the next N calls they
-    touch (None: until reset). webhook is normal, drop (none) or twice (two at once).
+    fail_status answers API calls with that 5xx without doing them, or after doing them
+    when fail_after_apply; delay_seconds slows the answer, after the call has done its
+    work (so a client that times out missed an answer, not the change). `only` limits
+    both to one kind of call (CALL_KINDS); delay_only_create limits only the delay to
+    creates. fail_count limits both to the next N calls they touch (None: until reset).
+    webhook is normal, drop (none) or twice (two at once).
     """
 
     delay_seconds: float = 0.0
@@ -319,6 +493,19 @@ class Behaviour:
     fail_count: int | None = None
     webhook: WebhookMode = "normal"
     delay_only_create: bool = False
+    only: CallKind | None = None
+    fail_after_apply: bool = False
+
+    def touches(self, kind: CallKind) -> CallEffect:
+        """What this behaviour does to a call of this kind, before fail_count."""
+        if self.only not in (None, kind):
+            return CallEffect()
+        delays = kind == "create" or not self.delay_only_create
+        return CallEffect(
+            delay_seconds=self.delay_seconds if delays else 0.0,
+            fail_status=self.fail_status,
+            fail_after_apply=self.fail_after_apply and self.fail_status is not None,
+        )
 
 
 @dataclass(frozen=True)
@@ -327,6 +514,12 @@ class CallEffect:
 
     delay_seconds: float = 0.0
     fail_status: int | None = None
+    fail_after_apply: bool = False
+
+    @property
+    def does_something(self) -> bool:
+        """Whether the call is slowed or failed at all (only those count against fail_count)."""
+        return self.delay_seconds > 0 or self.fail_status is not None
 
 
 @dataclass(frozen=True)
@@ -349,29 +542,37 @@ class CheckoutStore:
     def __init__(self, *, checkout_ttl_seconds: float) -> None:
         self.ttl = timedelta(seconds=checkout_ttl_seconds)
         self.checkouts: dict[str, Checkout] = {}
+        # Transaction id → the checkout holding it, for the refund and lookup APIs.
+        self.checkout_of_transaction: dict[str, str] = {}
         self.behaviour = Behaviour()
         self.faults_left: int | None = None
         self.created = 0
         self.create_attempts = 0
+        self.refund_attempts = 0
+        self.refunds_applied = 0
+        # Never reset and seeded from the clock, so event ids stay unique across resets
+        # and across sandbox processes, as a cart storing them may require.
+        self.last_event_id = time.time_ns() // 1000
 
     def reset(self) -> None:
         """Forget every checkout and counter, and behave normally again."""
         self.checkouts.clear()
+        self.checkout_of_transaction.clear()
         self.set_behaviour(Behaviour())
         self.created = 0
         self.create_attempts = 0
+        self.refund_attempts = 0
+        self.refunds_applied = 0
 
     def set_behaviour(self, behaviour: Behaviour) -> None:
         """Replace the behaviour and restart its fault counter."""
         self.behaviour = behaviour
         self.faults_left = behaviour.fail_count
 
-    def take_call_effect(self, *, is_create: bool) -> CallEffect:
+    def take_call_effect(self, kind: CallKind) -> CallEffect:
         """The delay and failure for this API call; counts it against fail_count."""
-        behaviour = self.behaviour
-        delays = is_create or not behaviour.delay_only_create
-        effect = CallEffect(behaviour.delay_seconds if delays else 0.0, behaviour.fail_status)
-        if effect == CallEffect() or self.faults_left == 0:
+        effect = self.behaviour.touches(kind)
+        if not effect.does_something or self.faults_left == 0:
             return CallEffect()
         if self.faults_left is not None:
             self.faults_left -= 1
@@ -425,9 +626,76 @@ class CheckoutStore:
         if not checkout.is_open:
             raise CheckoutProcessed(checkout)
         succeeded = approve and checkout.amount not in FAILING_AMOUNTS
-        checkout.transactions.append(_new_transaction(checkout, succeeded=succeeded))
+        transaction = _new_transaction(checkout, succeeded=succeeded)
+        checkout.transactions.append(transaction)
+        self.checkout_of_transaction[transaction.id] = checkout.id
         checkout.status = "PAID" if succeeded else "FAILED"
         return checkout
+
+    def find_transaction(
+        self, *, owner: str, transaction_id: str | None = None, code: str | None = None
+    ) -> Transaction | None:
+        """The merchant's transaction with this id and/or transaction code, if any."""
+        if transaction_id is None and code is not None:
+            # Lookups by code are rare (support, not the cart's hot path): a scan will do.
+            transaction_id = next(
+                (
+                    transaction.id
+                    for checkout in self.checkouts.values()
+                    for transaction in checkout.transactions
+                    if transaction.transaction_code == code
+                ),
+                None,
+            )
+        checkout = self.checkouts.get(self.checkout_of_transaction.get(transaction_id or "", ""))
+        if checkout is None or checkout.owner != owner:
+            return None
+        transaction = next(t for t in checkout.transactions if t.id == transaction_id)
+        if code not in (None, transaction.transaction_code):
+            return None
+        return transaction
+
+    def refund(
+        self, merchant_code: str, transaction_id: str, *, owner: str, amount: Decimal | None
+    ) -> Refund:
+        """Send back `amount` of the transaction (None: all that is left); it becomes REFUNDED."""
+        if merchant_code != owner:
+            raise MerchantForbidden()
+        transaction = self.find_transaction(owner=owner, transaction_id=transaction_id)
+        if transaction is None:
+            raise RefundTransactionNotFound()
+        if not transaction.took_money:
+            raise NotRefundable(
+                f"The transaction is {transaction.status}: nothing was paid",
+                error_code="NOT_REFUNDABLE",
+            )
+        left = transaction.refundable_amount
+        if left <= 0:
+            raise NotRefundable(
+                "The transaction is refunded in full", error_code="ALREADY_REFUNDED"
+            )
+        if amount is not None and amount > left:
+            raise RefundAmountInvalid(f"The amount exceeds what is left to refund ({left})")
+        self.last_event_id += 1
+        refunded = left if amount is None else amount
+        refund = Refund(event_id=self.last_event_id, amount=refunded, timestamp=_now())
+        transaction.refunds.append(refund)
+        transaction.status = "REFUNDED"
+        self.refunds_applied += 1
+        return refund
+
+    def lookup_transaction(
+        self, merchant_code: str, *, owner: str, transaction_id: str | None, code: str | None
+    ) -> Transaction:
+        """The merchant's transaction by id and/or transaction_code; 404 when unknown."""
+        if merchant_code != owner:
+            raise MerchantForbidden()
+        if transaction_id is None and code is None:
+            raise ValidationFailed([FieldError("MISSING", "id")])
+        transaction = self.find_transaction(owner=owner, transaction_id=transaction_id, code=code)
+        if transaction is None:
+            raise TransactionNotFound()
+        return transaction
 
     def tamper(self, checkout_id: str, tamper: Tamper) -> Checkout:
         """Overwrite stored fields, whatever the checkout's state."""
@@ -445,6 +713,9 @@ class CheckoutStore:
         return {
             "created": self.created,
             "create_attempts": self.create_attempts,
+            "refund_attempts": self.refund_attempts,
+            "refunds_applied": self.refunds_applied,
+            "money": _money_totals(checkouts),
             "checkouts": [_summary(checkout) for checkout in checkouts],
         }
 
@@ -484,13 +755,57 @@ def _new_transaction(checkout: Checkout, *, succeeded: bool) -> Transaction:
     )
 
 
+def _money(amount: Decimal) -> str:
+    # Exact, unlike a JSON float: tests compare these with Decimal(...) directly. A
+    # format, not quantize(), so a forged huge amount cannot overflow the context.
+    return f"{amount:.2f}"
+
+
+def _transaction_summary(transaction: Transaction) -> dict[str, object]:
+    return {
+        "id": transaction.id,
+        "transaction_code": transaction.transaction_code,
+        "status": transaction.status,
+        "amount": _money(transaction.amount),
+        "refunded_amount": _money(transaction.refunded_amount),
+        "refunds": [
+            {
+                "event_id": refund.event_id,
+                "amount": _money(refund.amount),
+                "timestamp": _iso(refund.timestamp),
+            }
+            for refund in transaction.refunds
+        ],
+    }
+
+
 def _summary(checkout: Checkout) -> dict[str, object]:
     return {
         "id": checkout.id,
         "checkout_reference": checkout.checkout_reference,
         "status": checkout.status,
         "amount": float(checkout.amount),
+        "currency": checkout.currency,
         "merchant_code": checkout.merchant_code,
+        "transactions": [_transaction_summary(t) for t in checkout.transactions],
+    }
+
+
+def _money_totals(checkouts: list[Checkout]) -> dict[str, dict[str, str]]:
+    """Per currency: what payers were charged (taken) and what went back (refunded)."""
+    taken: dict[str, Decimal] = {}
+    refunded: dict[str, Decimal] = {}
+    for checkout in checkouts:
+        for transaction in checkout.transactions:
+            if transaction.took_money:
+                currency = transaction.currency
+                taken[currency] = taken.get(currency, Decimal(0)) + transaction.amount
+                refunded[currency] = refunded.get(currency, Decimal(0)) + (
+                    transaction.refunded_amount
+                )
+    return {
+        currency: {"taken": _money(taken[currency]), "refunded": _money(refunded[currency])}
+        for currency in sorted(taken)
     }
 
 
@@ -601,6 +916,23 @@ def parse_checkout_request(raw: bytes, *, merchant_currency: str) -> CheckoutReq
     )
 
 
+def parse_refund_amount(raw: bytes) -> Decimal | None:
+    """The amount a refund body asks for; None (all that is left) when it names none."""
+    if not raw.strip():
+        return None
+    payload = read_json_object(raw)
+    if payload is None:
+        raise RefundBodyInvalid("The body must be a JSON object")
+    amount = payload.get("amount")
+    if amount is None:
+        return None
+    if not _is_amount(amount):
+        raise RefundAmountInvalid(
+            "The amount must be a number greater than zero with at most two decimals"
+        )
+    return Decimal(cast(int | Decimal, amount))
+
+
 def _control_payload(raw: bytes, allowed: frozenset[str]) -> dict[str, object]:
     payload = read_json_object(raw)
     if payload is None:
@@ -635,12 +967,18 @@ def parse_behaviour(raw: bytes) -> Behaviour:
     delay = _checked(payload, "delay_seconds", _is_seconds)
     webhook = _checked(payload, "webhook", lambda value: value in WEBHOOK_MODES)
     only_create = _checked(payload, "delay_only_create", lambda value: isinstance(value, bool))
+    only = _checked(payload, "only", lambda value: value in CALL_KINDS.values())
+    after_apply = _checked(payload, "fail_after_apply", lambda value: isinstance(value, bool))
+    if only_create is True and only not in (None, "create"):
+        raise ControlRequestInvalid(f"delay_only_create contradicts only={only}")
     return Behaviour(
         delay_seconds=float(cast(int | Decimal, delay or 0)),
         fail_status=cast(int | None, _checked(payload, "fail_status", _is_server_error)),
         fail_count=cast(int | None, _checked(payload, "fail_count", _is_count)),
         webhook=cast(WebhookMode, webhook or "normal"),
         delay_only_create=only_create is True,
+        only=cast(CallKind | None, only),
+        fail_after_apply=after_apply is True,
     )
 
 
@@ -734,22 +1072,32 @@ def _unauthorized() -> Response:
     return response
 
 
-api = Blueprint("api", __name__, url_prefix="/v0.1")
+# No prefix: SumUp's checkouts live under /v0.1, refunds under /v1.0, lookups under /v2.1.
+api = Blueprint("api", __name__)
+
+
+def _server_error(status: int) -> Response:
+    logger.info("failing %s %s with %s", request.method, request.path, status)
+    response = jsonify({"message": "Internal error"})
+    response.status_code = status
+    return response
 
 
 @api.before_request
 async def simulate_faults() -> ResponseReturnValue | None:
-    """Count create calls, then fail the call or mark it for delay, as behaviour says."""
+    """Count create and refund calls, then fail the call or mark it, as behaviour says."""
     store = _store()
-    is_create = request.endpoint == "api.create_checkout"
-    if is_create:
+    kind = CALL_KINDS[cast(str, request.endpoint)]
+    if kind == "create":
         store.create_attempts += 1
-    effect = store.take_call_effect(is_create=is_create)
+    elif kind == "refund":
+        store.refund_attempts += 1
+    effect = store.take_call_effect(kind)
     g.sandbox_delay = effect.delay_seconds
-    if effect.fail_status is None:
+    g.sandbox_late_failure = effect.fail_status if effect.fail_after_apply else None
+    if effect.fail_status is None or effect.fail_after_apply:
         return None
-    logger.info("failing %s %s with %s", request.method, request.path, effect.fail_status)
-    return {"message": "Internal error"}, effect.fail_status
+    return _server_error(effect.fail_status)
 
 
 @api.before_request
@@ -765,15 +1113,17 @@ async def authenticate() -> ResponseReturnValue | None:
 
 @api.after_request
 async def simulate_latency(response: Response) -> Response:
-    """Delay the answer as behaviour says."""
-    # Sleeping after the change, not before, means a create that times out still
-    # exists, as when SumUp's answer is lost on the way back.
+    """Delay the answer, or swap it for a 5xx once the call is done, as behaviour says."""
+    # Sleeping after the change, not before, means a create or refund that times out
+    # still happened, as when SumUp's answer is lost on the way back.
     if delay := g.get("sandbox_delay", 0.0):
         await asyncio.sleep(delay)
+    if late_failure := g.get("sandbox_late_failure"):
+        return _server_error(late_failure)
     return response
 
 
-@api.post("/checkouts")
+@api.post("/v0.1/checkouts")
 async def create_checkout() -> ResponseReturnValue:
     """Create a checkout: 201 with SumUp's Checkout body."""
     merchant_code: str = g.merchant_code
@@ -787,7 +1137,7 @@ async def create_checkout() -> ResponseReturnValue:
     return checkout.to_json(), 201
 
 
-@api.get("/checkouts")
+@api.get("/v0.1/checkouts")
 async def list_checkouts() -> ResponseReturnValue:
     """List the merchant's checkouts, by checkout_reference when given ([] when none)."""
     reference = request.args.get("checkout_reference")
@@ -795,18 +1145,39 @@ async def list_checkouts() -> ResponseReturnValue:
     return jsonify([checkout.to_json() for checkout in checkouts])
 
 
-@api.get("/checkouts/<checkout_id>")
+@api.get("/v0.1/checkouts/<checkout_id>")
 async def get_checkout(checkout_id: str) -> ResponseReturnValue:
     """One of the merchant's checkouts with its transactions, or 404."""
     return _store().get(checkout_id, owner=g.merchant_code).to_json()
 
 
-@api.delete("/checkouts/<checkout_id>")
+@api.delete("/v0.1/checkouts/<checkout_id>")
 async def deactivate_checkout(checkout_id: str) -> ResponseReturnValue:
     """Expire an open checkout; 409 CHECKOUT_PROCESSED when it is PAID or EXPIRED."""
     checkout = _store().deactivate(checkout_id, owner=g.merchant_code)
     logger.info("deactivated checkout %s", checkout.id)
     return checkout.to_json()
+
+
+@api.post("/v1.0/merchants/<merchant_code>/payments/<transaction_id>/refunds")
+async def refund_transaction(merchant_code: str, transaction_id: str) -> ResponseReturnValue:
+    """Refund the amount asked for, or all that is left: 201 with an empty object."""
+    amount = parse_refund_amount(await _request_body())
+    refund = _store().refund(merchant_code, transaction_id, owner=g.merchant_code, amount=amount)
+    logger.info("refunded %s of transaction %s", refund.amount, transaction_id)
+    return {}, 201
+
+
+@api.get("/v2.1/merchants/<merchant_code>/transactions")
+async def get_transaction(merchant_code: str) -> ResponseReturnValue:
+    """One of the merchant's transactions by id or transaction_code, with its refunds."""
+    transaction = _store().lookup_transaction(
+        merchant_code,
+        owner=g.merchant_code,
+        transaction_id=request.args.get("id"),
+        code=request.args.get("transaction_code"),
+    )
+    return transaction.to_full_json()
 
 
 hosted = Blueprint("hosted", __name__, url_prefix="/pay")
@@ -855,7 +1226,7 @@ async def reset() -> ResponseReturnValue:
 
 @control.post("/behaviour")
 async def set_behaviour() -> ResponseReturnValue:
-    """Replace how the API misbehaves (delay, 5xx, webhook mode)."""
+    """Replace how the API misbehaves (delay, 5xx, which calls, webhook mode)."""
     behaviour = parse_behaviour(await _request_body())
     _store().set_behaviour(behaviour)
     logger.info("behaviour is now %s", behaviour)
@@ -884,7 +1255,7 @@ async def tamper(checkout_id: str) -> ResponseReturnValue:
 
 @control.get("/stats")
 async def stats() -> ResponseReturnValue:
-    """Create counters and every checkout's summary."""
+    """Counters, money totals per currency and every checkout's summary."""
     return _store().stats()
 
 
@@ -896,7 +1267,10 @@ async def healthz() -> ResponseReturnValue:
 
 async def answer_sandbox_error(error: SandboxError) -> ResponseReturnValue:
     """SumUp's JSON error body and status."""
-    return jsonify(error.body()), error.status
+    response = jsonify(error.body())
+    response.status_code = error.status
+    response.mimetype = error.mimetype
+    return response
 
 
 async def open_webhook_client() -> None:
@@ -1086,6 +1460,14 @@ def running_sandbox(port: int = 0, checkout_ttl_seconds: float = 1800) -> Iterat
         yield sandbox
 
 
+@dataclass(frozen=True)
+class MoneyTotals:
+    """Money in one currency: charged by SUCCESSFUL or REFUNDED transactions, and sent back."""
+
+    taken: Decimal
+    refunded: Decimal
+
+
 class SandboxControl:
     """An async client for the /_sandbox control API; raises httpx errors on refusals."""
 
@@ -1097,7 +1479,7 @@ class SandboxControl:
         await self._post("/_sandbox/reset")
 
     async def behave(self, **behaviour: object) -> dict[str, Any]:
-        """Replace the behaviour (delay_seconds, fail_status, fail_count, webhook, ...)."""
+        """Replace the behaviour (delay_seconds, fail_status, only, ...: see Behaviour)."""
         return await self._post("/_sandbox/behaviour", behaviour)
 
     async def pay(self, checkout_id: str) -> dict[str, Any]:
@@ -1114,10 +1496,18 @@ class SandboxControl:
         return await self._post(f"/_sandbox/checkouts/{quote(checkout_id, safe='')}/tamper", body)
 
     async def stats(self) -> dict[str, Any]:
-        """Create counters and every checkout's summary."""
+        """Counters, money totals and every checkout's summary with its transactions."""
         response = await self.client.get("/_sandbox/stats")
         response.raise_for_status()
         return cast(dict[str, Any], response.json())
+
+    async def money(self) -> dict[str, MoneyTotals]:
+        """Per currency, what payers were charged and what went back, as Decimals."""
+        totals = (await self.stats())["money"]
+        return {
+            currency: MoneyTotals(Decimal(money["taken"]), Decimal(money["refunded"]))
+            for currency, money in totals.items()
+        }
 
     async def aclose(self) -> None:
         """Close the HTTP client."""

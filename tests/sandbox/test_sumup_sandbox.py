@@ -10,12 +10,9 @@ import asyncio
 import json
 import re
 import socket
-import threading
 import uuid
-from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
@@ -30,7 +27,7 @@ from sumup.errors import (
     NotFoundError,
     PermissionDeniedError,
 )
-from sumup.types import Checkout, CheckoutSuccess, Error, ErrorExtended, ErrorForbidden
+from sumup.types import CheckoutSuccess, Error, ErrorExtended, ErrorForbidden
 
 from sandbox.sumup_sandbox import (
     RunningSandbox,
@@ -38,134 +35,16 @@ from sandbox.sumup_sandbox import (
     SandboxStartError,
     running_sandbox,
 )
+from tests.sandbox.factories import (
+    COOP,
+    COOP_KEY,
+    WebhookReceiver,
+    create_checkout,
+    create_checkout_id,
+    webhook_for,
+)
 
-COOP_KEY = "sup_sk_sandbox_coop"
-FARM_KEY = "sup_sk_sandbox_farm"
-COOP = "MCOOP0001"
 TRANSACTION_CODE = re.compile(r"TX[A-Z0-9]{8}")
-
-
-# --- Fixtures -------------------------------------------------------------------------------
-
-
-@pytest.fixture(autouse=True)
-def clean_state() -> None:
-    """Replaces any project-wide database clean-up: these tests touch no database."""
-
-
-@pytest.fixture(scope="module")
-def sandbox() -> Iterator[RunningSandbox]:
-    """The sandbox in its own process, as the cart's tests and `make run` use it."""
-    with running_sandbox() as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-async def control(sandbox: RunningSandbox) -> AsyncIterator[SandboxControl]:
-    """The sandbox's control API."""
-    async with SandboxControl(sandbox.base_url) as client:
-        yield client
-
-
-@pytest.fixture(autouse=True)
-async def fresh_sandbox(control: SandboxControl) -> None:
-    """Every test starts with no checkouts and normal behaviour."""
-    await control.reset()
-
-
-@pytest.fixture
-async def coop(sandbox: RunningSandbox) -> AsyncIterator[AsyncSumup]:
-    """SumUp's SDK with the co-op's sandbox key."""
-    async with AsyncSumup(api_key=COOP_KEY, base_url=sandbox.base_url) as client:
-        yield client
-
-
-@pytest.fixture
-async def farm(sandbox: RunningSandbox) -> AsyncIterator[AsyncSumup]:
-    """SumUp's SDK with the farm's sandbox key."""
-    async with AsyncSumup(api_key=FARM_KEY, base_url=sandbox.base_url) as client:
-        yield client
-
-
-@pytest.fixture
-async def web(sandbox: RunningSandbox) -> AsyncIterator[httpx.AsyncClient]:
-    """A plain HTTP client: the shopper's browser, or a caller the SDK would not allow."""
-    async with httpx.AsyncClient(base_url=sandbox.base_url, timeout=10) as client:
-        yield client
-
-
-class WebhookReceiver:
-    """An HTTP server in a thread that records the content type and body of each POST."""
-
-    def __init__(self) -> None:
-        self.posts: list[tuple[str, bytes]] = []
-        self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/sumup/webhook"
-
-    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                receiver.record(self.headers.get("Content-Type", ""), body)
-                self.send_response(200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, format: str, *args: object) -> None:
-                """Stay quiet."""
-
-        return Handler
-
-    def record(self, content_type: str, body: bytes) -> None:
-        """Remember one delivery."""
-        with self._lock:
-            self.posts.append((content_type, body))
-
-    def bodies(self) -> list[Any]:
-        """The JSON bodies received so far."""
-        with self._lock:
-            return [json.loads(body) for _, body in self.posts]
-
-    def __enter__(self) -> WebhookReceiver:
-        threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True).start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-
-
-@pytest.fixture
-def receiver() -> Iterator[WebhookReceiver]:
-    """A return_url that records the webhooks the sandbox delivers."""
-    with WebhookReceiver() as running:
-        yield running
-
-
-async def create_checkout(client: AsyncSumup, **fields: Any) -> Checkout:
-    """A checkout for the co-op with a fresh reference; `fields` override the defaults."""
-    values: dict[str, Any] = {
-        "checkout_reference": f"order-{uuid.uuid4().hex[:12]}",
-        "amount": 12.50,
-        "currency": "GBP",
-        "merchant_code": COOP,
-    }
-    return await client.checkouts.create(**(values | fields))
-
-
-async def create_checkout_id(client: AsyncSumup, **fields: Any) -> str:
-    """The id of a new co-op checkout (see create_checkout)."""
-    checkout = await create_checkout(client, **fields)
-    assert checkout.id is not None
-    return checkout.id
-
-
-def webhook_for(checkout_id: str) -> dict[str, Any]:
-    """The body SumUp posts to return_url when a checkout moves."""
-    return {"event_type": "CHECKOUT_STATUS_CHANGED", "id": checkout_id}
 
 
 # --- Create ---------------------------------------------------------------------------------
@@ -699,13 +578,18 @@ async def test_stats_count_create_attempts_and_summarise_checkouts(
     assert stats == {
         "created": 1,
         "create_attempts": 2,
+        "refund_attempts": 0,
+        "refunds_applied": 0,
+        "money": {},
         "checkouts": [
             {
                 "id": checkout_id,
                 "checkout_reference": "order-14",
                 "status": "PENDING",
                 "amount": 3.0,
+                "currency": "GBP",
                 "merchant_code": COOP,
+                "transactions": [],
             }
         ],
     }
