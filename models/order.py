@@ -107,6 +107,12 @@ class Order(Base):
         return self.total_amount - self.refunded_amount
 
     @property
+    def held_total(self) -> Decimal:
+        """The total without the bookings the order let go (needs `bookings` loaded)."""
+        released = sum((b.cost for b in self.bookings if b.released), Decimal("0.00"))
+        return self.total_amount - released
+
+    @property
     def number(self) -> str:
         """The order number shown to shoppers."""
         return f"RA-{self.id:06d}"

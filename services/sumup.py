@@ -181,9 +181,12 @@ class SumUpNotFound(PaymentProviderError):
     status_code = 404
 
 
-UNAVAILABLE = "SumUp did not answer in time. Nothing was charged twice; please try again shortly."
-TROUBLE = "SumUp is having trouble right now. Nothing was charged twice; please try again."
-REFUSED = "SumUp refused the request. Please try again later or contact us."
+UNAVAILABLE = "SumUp did not answer in time. Your order is saved and not paid; please try again."
+TROUBLE = "SumUp is having trouble right now. Your order is saved and not paid; please try again."
+REFUSED = (
+    "SumUp refused to start this payment. Your order is saved and not paid; "
+    "please try again later or contact us."
+)
 
 
 def _typed(error: APIError, operation: str) -> PaymentProviderError:
@@ -311,4 +314,9 @@ async def refunded_so_far(
     client = clients.for_account(account)
     async with _call("get_transaction", transaction_id=transaction_id):
         transaction = await client.transactions.get(account.merchant_code, id=transaction_id)
-    return from_sumup_amount(getattr(transaction, "refunded_amount", None)) or Decimal("0.00")
+    # The SDK's TransactionFull has no `refunded_amount`: add up its REFUND events.
+    total = Decimal("0.00")
+    for event in transaction.transaction_events or []:
+        if str(event.event_type) == "REFUND" and str(event.status) != "FAILED":
+            total += from_sumup_amount(event.amount) or Decimal("0.00")
+    return total

@@ -173,7 +173,7 @@ async def checkout_return(order_id: int) -> Any:
     return await render_template(
         "cart/return.html",
         order=order,
-        entries=entries,
+        entry_states={entry.id: entry.state for entry in entries},
         unreachable=unreachable,
         next_check=tries + 1 if tries < limit else None,
     )

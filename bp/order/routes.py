@@ -27,7 +27,11 @@ async def detail(order_id: int) -> str:
     history = await get_order_history(db, order.id)
     refunds = await refunds_of_order(db, order.id)
     return await render_template(
-        "order/detail.html", order=order, entries=entries, history=history, refunds=refunds
+        "order/detail.html",
+        order=order,
+        entry_states={entry.id: entry.state for entry in entries},
+        history=history,
+        refunds=refunds,
     )
 
 

@@ -47,28 +47,50 @@ STATUS_OF = {
     "order.failed": "failed",
     "order.expired": "expired",
     "order.cancelled": "cancelled",
+    "order.refunded": "partially_refunded",
 }
+REFUND_FIELDS = {"amount": "1.50", "refunded_total": "1.50"}
 
 
-def test_the_five_order_events_have_schemas() -> None:
+def order_payload_for(event_type: str, **changes: Any) -> dict[str, Any]:
+    """A valid payload of `event_type` (refunds carry their amounts too)."""
+    extra = REFUND_FIELDS if event_type == "order.refunded" else {}
+    return order_payload(STATUS_OF[event_type], **{**extra, **changes})
+
+
+def test_the_six_order_events_have_schemas() -> None:
     assert set(STATUS_OF) == EVENT_TYPES == set(EVENT_SCHEMAS)
+
+
+@pytest.mark.parametrize("status", ["paid", "partially_refunded", "refunded", "cancelled"])
+def test_a_refund_event_may_leave_the_order_paid_or_cancelled(status: str) -> None:
+    validate_payload("order.refunded", order_payload(status, **REFUND_FIELDS))
+
+
+def test_a_refund_event_needs_its_amounts_as_money_strings() -> None:
+    with pytest.raises(ValueError, match="refunded_total"):
+        validate_payload("order.refunded", order_payload("refunded", amount="1.50"))
+    with pytest.raises(ValueError, match=r"payload\.amount must be a string"):
+        validate_payload(
+            "order.refunded", order_payload("refunded", amount=1.5, refunded_total="1.50")
+        )
 
 
 @pytest.mark.parametrize("event_type", sorted(STATUS_OF))
 def test_each_event_type_accepts_its_payload(event_type: str) -> None:
-    validate_payload(event_type, order_payload(STATUS_OF[event_type], reason="because"))
+    validate_payload(event_type, order_payload_for(event_type, reason="because"))
 
 
 @pytest.mark.parametrize("event_type", sorted(STATUS_OF))
 def test_each_event_type_refuses_a_float_total(event_type: str) -> None:
     with pytest.raises(ValueError, match=r"payload\.total must be a string"):
-        validate_payload(event_type, order_payload(STATUS_OF[event_type], total=12.5))
+        validate_payload(event_type, order_payload_for(event_type, total=12.5))
 
 
 @pytest.mark.parametrize("event_type", sorted(STATUS_OF))
 @pytest.mark.parametrize("missing", ["total", "entry_ids", "reason", "created_at"])
 def test_each_event_type_refuses_a_missing_field(event_type: str, missing: str) -> None:
-    payload = order_payload(STATUS_OF[event_type])
+    payload = order_payload_for(event_type)
     del payload[missing]
     with pytest.raises(ValueError, match=f"payload is missing {missing}"):
         validate_payload(event_type, payload)

@@ -52,11 +52,13 @@ async def test_order_payload_carries_identity_money_as_strings_and_timestamps(
     sessions: async_sessionmaker[AsyncSession],
 ) -> None:
     async with sessions() as session, session.begin():
-        order = await make_order(session, sumup_checkout_id="chk_1")
+        order = await make_order(session)
         order.status = "paid"
         order.paid_at = datetime(2026, 11, 24, 10, 30, tzinfo=UTC)
         order.sumup_transaction_code = "TX42"
-        payload = order_event_payload(order, entry_ids=[9], reason="paid via webhook")
+        payload = order_event_payload(
+            order, entry_ids=[9], reason="paid via webhook", sumup_checkout_id="chk_1"
+        )
 
     assert payload == {
         "order_id": order.id,

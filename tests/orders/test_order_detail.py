@@ -79,7 +79,7 @@ async def test_paid_order_shows_its_sumup_transaction_code_and_history_and_no_ac
 
     assert 'data-status="paid"' in html
     assert f"<code>{order.sumup_transaction_code}</code>" in html
-    assert _history(html) == ["Order placed", "Payment failed", "Paid"]
+    assert _history(html) == ["Order placed", "Payment failed", "Payment started again", "Paid"]
     for button in ("Pay now", "Cancel order", "Check payment status"):
         assert button not in html
     assert "provisional" in html  # the booking is held for the events app to confirm

@@ -7,6 +7,7 @@ import os
 import sys
 from collections.abc import AsyncIterator
 from datetime import timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -154,7 +155,7 @@ async def test_sweep_expires_an_old_unpaid_order_and_gives_its_bookings_back(
     assert await event_count(db, "order.expired", order.id) == 1
 
 
-async def test_order_expired_by_the_sweep_asks_for_a_new_checkout_of_the_cart(
+async def test_order_expired_by_the_sweep_is_paid_again_while_its_bookings_are_free(
     client: Client,
     db: AsyncSession,
     sessions: async_sessionmaker[AsyncSession],
@@ -167,10 +168,55 @@ async def test_order_expired_by_the_sweep_asks_for_a_new_checkout_of_the_cart(
 
     response = await post_form(client, f"/orders/{placed.order.id}/pay/")
 
+    assert response.status_code == 303
+    order = await latest_order(db)
+    assert order.status == "pending"
+    entry = await reload(db, placed.entry)
+    assert (entry.state, entry.order_id) == ("ordered", order.id)
+    assert (await sandbox_control.stats())["created"] == 2
+
+
+async def test_order_expired_by_the_sweep_whose_booking_left_the_cart_asks_for_a_new_checkout(
+    client: Client,
+    db: AsyncSession,
+    sessions: async_sessionmaker[AsyncSession],
+    context: CheckoutContext,
+    sandbox_control: Any,
+) -> None:
+    placed = await place_order(client, db)
+    await _age(db, placed.order.id, timedelta(days=1))
+    await _sweep(sessions, context)
+    removed = await post_form(client, f"/cart/entries/{placed.entry.id}/remove/")
+    assert removed.status_code == 303
+
+    response = await post_form(client, f"/orders/{placed.order.id}/pay/")
+
     assert response.status_code == 409
     assert "Please check out your cart again." in await page_text(response)
     assert (await sandbox_control.stats())["created"] == 1
     assert (await latest_order(db)).status == "expired"
+
+
+async def test_order_expired_by_the_sweep_whose_product_was_repriced_asks_for_a_new_checkout(
+    client: Client,
+    db: AsyncSession,
+    sessions: async_sessionmaker[AsyncSession],
+    context: CheckoutContext,
+    sandbox_control: Any,
+) -> None:
+    placed = await place_order(client, db)
+    await _age(db, placed.order.id, timedelta(days=1))
+    await _sweep(sessions, context)
+    placed.product.regular_price = Decimal("5.00")
+    await db.commit()
+
+    response = await post_form(client, f"/orders/{placed.order.id}/pay/")
+
+    assert response.status_code == 409
+    assert "changed since order" in await page_text(response)
+    assert (await sandbox_control.stats())["created"] == 1
+    entry = await reload(db, placed.entry)
+    assert (entry.state, entry.order_id) == ("pending", None)
 
 
 async def test_old_order_paid_at_sumup_but_never_notified_is_paid_not_expired(
@@ -292,7 +338,10 @@ async def test_reconcile_command_sweeps_and_prints_its_report(
     stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=30)
 
     assert process.returncode == 0, stderr.decode()
-    assert stdout.decode().strip() == "reconcile: checked 1, paid 1, failed 0, expired 0, errors 0"
+    assert (
+        stdout.decode().strip()
+        == "reconcile: checked 1, paid 1, failed 0, expired 0, retired 0, refunds 0, errors 0"
+    )
     assert (await latest_order(db)).status == "paid"
     assert await event_count(db, "order.paid") == 1
 

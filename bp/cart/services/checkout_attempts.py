@@ -213,7 +213,6 @@ async def record_created(
             hosted_url=getattr(checkout, "hosted_checkout_url", None),
             sumup_status=str(checkout.status or "PENDING"),
             origin=origin,
-            checked_at=func.now(),
         )
         .returning(CheckoutAttempt.id)
     )
@@ -232,7 +231,14 @@ async def check_attempt(
     session: AsyncSession, attempt: CheckoutAttempt, context: CheckoutContext
 ) -> AttemptCheck:
     """Ask SumUp about one attempt, verify the answer and apply it (in the caller's
-    transaction). An attempt SumUp never heard of is looked up by its reference."""
+    transaction). An attempt SumUp never heard of is looked up by its reference.
+
+    Locks the order first (the lock order everywhere is: order, then its attempts), so
+    one caller at a time applies news about an order."""
+    await load_order(session, attempt.order_id, for_update=True)
+    attempt = await load_attempt(session, attempt.id)
+    if attempt.settled_at is not None and attempt.sumup_status == "PAID":
+        return AttemptCheck("PAID")
     account = await account_of(session, context, attempt)
     if attempt.sumup_checkout_id is None:
         found = await find_checkout(context.clients, account, attempt.reference)
@@ -405,6 +411,8 @@ async def retire_attempt(
 ) -> AttemptCheck:
     """End an open attempt at SumUp (`DELETE`). A 409 means SumUp processed it: the
     payment (or expiry) is found and applied, never lost."""
+    await load_order(session, attempt.order_id, for_update=True)
+    attempt = await load_attempt(session, attempt.id)
     if attempt.settled_at is not None:
         return AttemptCheck(attempt.sumup_status)
     if attempt.sumup_checkout_id is None:

@@ -59,20 +59,33 @@ def _refuse_final(order: Order) -> HostedCheckout:
     )
 
 
-async def _reusable(
-    session: AsyncSession, order: Order, context: CheckoutContext
-) -> CheckoutAttempt | None:
-    """The current attempt, when SumUp still shows it as payable and it is not old."""
-    if order.status != "pending" or order.current_attempt_id is None:
+async def _payable_page(
+    session: AsyncSession,
+    order: Order,
+    context: CheckoutContext,
+    *,
+    started: datetime,
+    reuse_open: bool,
+) -> CheckoutAttempt | str | None:
+    """What this request should do with the order's current attempt: an attempt to join
+    (claimed by a racing request, not yet created at SumUp), a hosted URL to send the
+    shopper to, or None (a new attempt is needed)."""
+    if order.current_attempt_id is None:
         return None
     attempt = await load_attempt(session, order.current_attempt_id)
-    if attempt.settled_at is not None or not attempt.hosted_url:
+    if attempt.settled_at is not None or order.status != "pending":
         return None
+    racing = attempt.created_at >= started  # made by a request racing this one
     age = datetime.now(UTC) - attempt.created_at
-    if age > context.lifetime / 2:
-        return None  # the shopper would land on a page about to close
+    young = age < context.lifetime / 2  # else the shopper lands on a page about to close
+    if attempt.sumup_checkout_id is None:
+        return attempt if racing or young else None
+    if not attempt.hosted_url or not (racing or (reuse_open and young)):
+        return None
+    if racing:
+        return attempt.hosted_url
     found = await check_attempt(session, attempt, context)
-    return attempt if found.sumup_status == "PENDING" else None
+    return attempt.hosted_url if found.sumup_status == "PENDING" else None
 
 
 async def revalidate_order(session: AsyncSession, order: Order) -> None:
@@ -104,13 +117,20 @@ async def revalidate_order(session: AsyncSession, order: Order) -> None:
 
 
 async def _claim_attempt(
-    sessions: async_sessionmaker[AsyncSession], order_id: int, context: CheckoutContext
+    sessions: async_sessionmaker[AsyncSession],
+    order_id: int,
+    context: CheckoutContext,
+    *,
+    seen_version: int,
 ) -> CheckoutAttempt | None:
-    """A new current attempt for the order; None when the order changed meanwhile."""
+    """A new current attempt for the order as this request last saw it; None when the
+    order is final; `_Retry` when someone changed it meanwhile (it decides again)."""
     async with sessions() as session, session.begin():
         order = await load_order(session, order_id, for_update=True)
         if order.status not in UNPAID:
             return None
+        if order.version != seen_version:
+            raise _Retry()
         if order.status != "pending":
             await revalidate_order(session, order)
         account = await account_for_merchant(
@@ -147,21 +167,27 @@ async def start_hosted_checkout(
 
     Commits its own small transactions, because it runs around HTTP calls.
     """
-    for _ in range(3):
+    async with sessions() as session:
+        started: datetime = (await session.execute(select(func.now()))).scalar_one()
+    for _ in range(5):
         async with sessions() as session, session.begin():
-            order = await load_order(session, order_id)
+            order = await load_order(session, order_id, for_update=True)
             if order.status not in UNPAID:
                 return _refuse_final(order)
-            if reuse_open:
-                reusable = await _reusable(session, order, context)
-                if reusable is not None:
-                    return HostedCheckout(reusable.hosted_url)
-            if await retire_open_attempts(session, order_id, context):
+            found = await _payable_page(
+                session, order, context, started=started, reuse_open=reuse_open
+            )
+            if isinstance(found, str):
+                return HostedCheckout(found)
+            if found is None and await retire_open_attempts(session, order_id, context):
                 order = await load_order(session, order_id)
                 if order.status not in UNPAID:
                     return _refuse_final(order)
+            seen_version = order.version
+        if found is not None:
+            return await _create_and_send(sessions, order_id, found, context)
         try:
-            attempt = await _claim_attempt(sessions, order_id, context)
+            attempt = await _claim_attempt(sessions, order_id, context, seen_version=seen_version)
         except _Retry:
             continue
         if attempt is None:

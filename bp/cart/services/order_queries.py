@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
 from bp.cart.services.identity import Identity
-from models import CalendarEntry, DomainEvent, Order, OrderItem, Post
+from models import CalendarEntry, Order, OrderItem, OrderTransition, Post
 from services.errors import NotFoundError
 
 
@@ -138,20 +138,32 @@ class HistoryItem:
     label: str
 
 
-EVENT_LABELS = {
-    "order.created": "Order placed",
-    "order.paid": "Paid",
-    "order.failed": "Payment failed",
-    "order.expired": "Expired",
-    "order.cancelled": "Cancelled",
+# (to status, cause) -> what the shopper reads; a cause of None matches any cause.
+HISTORY_LABELS = {
+    ("pending", "checkout"): "Order placed",
+    ("pending", "pay_again"): "Payment started again",
+    ("paid", None): "Paid",
+    ("failed", None): "Payment failed",
+    ("expired", None): "Expired",
+    ("cancelled", "superseded"): "Cancelled: replaced by a new checkout",
+    ("cancelled", None): "Cancelled",
+    ("partially_refunded", None): "Partly refunded",
+    ("refunded", None): "Refunded",
 }
 
 
-async def get_order_history(session: AsyncSession, order_id: int) -> list[HistoryItem]:
-    """The order's status changes as far as the outbox knows them, oldest first."""
-    rows = await session.execute(
-        select(DomainEvent.occurred_at, DomainEvent.event_type)
-        .where(DomainEvent.aggregate_type == "order", DomainEvent.aggregate_id == str(order_id))
-        .order_by(DomainEvent.id)
+def history_label(to_status: str, cause: str) -> str:
+    """The words for one status change of an order."""
+    return HISTORY_LABELS.get((to_status, cause)) or HISTORY_LABELS.get(
+        (to_status, None), to_status
     )
-    return [HistoryItem(at, EVENT_LABELS.get(kind, kind)) for at, kind in rows]
+
+
+async def get_order_history(session: AsyncSession, order_id: int) -> list[HistoryItem]:
+    """The order's status changes, oldest first (the state machine records each)."""
+    rows = await session.execute(
+        select(OrderTransition.occurred_at, OrderTransition.to_status, OrderTransition.cause)
+        .where(OrderTransition.order_id == order_id)
+        .order_by(OrderTransition.id)
+    )
+    return [HistoryItem(at, history_label(status, cause)) for at, status, cause in rows]

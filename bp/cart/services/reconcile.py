@@ -66,8 +66,11 @@ def _create_grace(context: CheckoutContext) -> timedelta:
 
 
 async def _next_attempt(session: AsyncSession, context: CheckoutContext) -> CheckoutAttempt | None:
+    # Locks the order, not the attempt: everywhere the order is locked before its
+    # attempts, and a sweep skips an order another caller is working on.
     attempt: CheckoutAttempt | None = await session.scalar(
         select(CheckoutAttempt)
+        .join(Order, Order.id == CheckoutAttempt.order_id)
         .where(
             CheckoutAttempt.settled_at.is_(None),
             or_(
@@ -81,7 +84,7 @@ async def _next_attempt(session: AsyncSession, context: CheckoutContext) -> Chec
         )
         .order_by(CheckoutAttempt.checked_at.asc().nulls_first(), CheckoutAttempt.id)
         .limit(1)
-        .with_for_update(skip_locked=True)
+        .with_for_update(skip_locked=True, of=Order)
     )
     return attempt
 
