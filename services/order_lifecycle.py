@@ -61,9 +61,9 @@ async def reclaim_entries_for_order(session: AsyncSession, *, order_id: int) -> 
     unchanged; True when the order holds every booking it was made with again."""
     released = list(
         await session.scalars(
-            select(OrderBooking).where(
-                OrderBooking.order_id == order_id, OrderBooking.released_at.is_not(None)
-            )
+            select(OrderBooking)
+            .where(OrderBooking.order_id == order_id, OrderBooking.released_at.is_not(None))
+            .execution_options(populate_existing=True)
         )
     )
     if not released:

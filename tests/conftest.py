@@ -193,6 +193,27 @@ async def db(engine: AsyncEngine) -> AsyncIterator[AsyncSession]:
         yield session
 
 
+@pytest.fixture
+def sessions(engine: AsyncEngine) -> Any:
+    """A session factory, as the services that commit their own steps are given."""
+    from services.db import create_sessionmaker
+
+    return create_sessionmaker(engine)
+
+
+@pytest.fixture
+async def context(settings: Any) -> AsyncIterator[Any]:
+    """What talking to SumUp needs besides the database: settings and SumUp clients."""
+    from bp.cart.services.checkout_attempts import CheckoutContext
+    from services.sumup import SumUpClients
+
+    clients = SumUpClients(
+        base_url=settings.sumup.base_url, timeout_seconds=settings.sumup.timeout_seconds
+    )
+    yield CheckoutContext(settings, clients)
+    await clients.aclose()
+
+
 @pytest.fixture(scope="session")
 async def redis(settings: Any) -> AsyncIterator[Redis]:
     from services.redis_client import create_redis
@@ -205,8 +226,9 @@ async def redis(settings: Any) -> AsyncIterator[Redis]:
 
 
 TABLES = (
-    "order_items, orders, page_configs, cart_items, calendar_entries, calendars, "
-    "products, market_places, posts, users, domain_events"
+    "refunds, checkout_attempts, order_transitions, order_bookings, order_items, orders, "
+    "page_configs, cart_items, calendar_entries, calendars, products, market_places, posts, "
+    "users, domain_events"
 )
 
 

@@ -5,13 +5,11 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import pytest
 from quart import Quart
 from quart.typing import TestClientProtocol as Client
 from sqlalchemy import func, select, update
@@ -20,7 +18,6 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from bp.cart.services.checkout_attempts import CheckoutContext
 from bp.cart.services.reconcile import ReconcileReport, reconcile_orders
 from models import Order
-from services.sumup import SumUpClients
 from tests.orders.factories import (
     PlacedOrder,
     checkout_id,
@@ -34,16 +31,6 @@ from tests.shopper import page_text, post_form
 
 ROOT = Path(__file__).resolve().parents[2]
 EXPIRE_AFTER = timedelta(hours=1)
-
-
-@pytest.fixture
-async def context(settings: Any) -> AsyncIterator[CheckoutContext]:
-    """What the sweep needs besides the database: settings and SumUp clients."""
-    clients = SumUpClients(
-        base_url=settings.sumup.base_url, timeout_seconds=settings.sumup.timeout_seconds
-    )
-    yield CheckoutContext(settings, clients)
-    await clients.aclose()
 
 
 async def _sweep(

@@ -1,4 +1,9 @@
-"""Calendar entries in the cart: pending bookings of an owner, with their page."""
+"""Calendar entries in the cart: an owner's bookings not yet paid for, with their page.
+
+A booking is in the cart while it is pending, and also while an unpaid order holds
+it (pending or failed): the cart shows it, counts it and a checkout of the cart
+takes it, so a checkout never charges for something the cart did not show.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +11,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import func, select, update
+from sqlalchemy import ColumnElement, and_, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bp.cart.services.get_cart import PageRef
 from bp.cart.services.identity import Identity, lock_identity
 from bp.cart.services.update_cart import fits_sql_integer
-from models import Calendar, CalendarEntry, Post
+from models import Calendar, CalendarEntry, Order, Post
 from services.errors import NotFoundError
 
 
@@ -26,25 +31,44 @@ class CartEntry:
     cost: Decimal
     currency: str
     page: PageRef
+    # The unpaid order holding this booking, if one does (None: simply pending).
+    held_by: int | None = None
 
     @property
     def total(self) -> Decimal:
         return self.cost
 
+    @property
+    def held_by_number(self) -> str | None:
+        """The number of the unpaid order holding it, as shoppers know it."""
+        return f"RA-{self.held_by:06d}" if self.held_by is not None else None
+
+
+HOLDING_STATUSES = ("pending", "failed")
+
+
+def entry_in_cart() -> ColumnElement[bool]:
+    """SQL: the entry is pending, or held by an unpaid order (see the module docstring)."""
+    held = (
+        select(Order.id)
+        .where(Order.id == CalendarEntry.order_id, Order.status.in_(HOLDING_STATUSES))
+        .exists()
+    )
+    return and_(
+        CalendarEntry.deleted_at.is_(None),
+        or_(CalendarEntry.state == "pending", and_(CalendarEntry.state == "ordered", held)),
+    )
+
 
 async def get_cart_entries(
     session: AsyncSession, identity: Identity, *, page_id: int | None = None
 ) -> list[CartEntry]:
-    """The owner's pending entries (optionally of one page), in one query."""
+    """The owner's entries in the cart (optionally of one page), in one query."""
     query = (
         select(CalendarEntry, Calendar, Post)
         .join(Calendar, Calendar.id == CalendarEntry.calendar_id)
         .join(Post, Post.id == Calendar.post_id)
-        .where(
-            identity.owns(CalendarEntry),
-            CalendarEntry.state == "pending",
-            CalendarEntry.deleted_at.is_(None),
-        )
+        .where(identity.owns(CalendarEntry), entry_in_cart())
         .order_by(Post.nav_order, Post.title, CalendarEntry.start_at, CalendarEntry.id)
     )
     if page_id is not None:
@@ -60,6 +84,7 @@ async def get_cart_entries(
             cost=entry.cost,
             currency=entry.currency,
             page=PageRef(post.id, post.slug, post.title),
+            held_by=entry.order_id if entry.state == "ordered" else None,
         )
         for entry, calendar, post in rows
     ]

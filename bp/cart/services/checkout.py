@@ -28,7 +28,7 @@ from bp.cart.services.order_queries import load_order
 from bp.cart.services.order_states import UNPAID, move_order, record_created
 from bp.cart.services.total import sum_amounts
 from config import Settings
-from models import CalendarEntry, Order, OrderItem
+from models import Order, OrderItem
 from services.errors import CartError, CheckoutError
 from services.metrics import ORDERS_CREATED
 from services.order_lifecycle import claim_entries_for_order
@@ -74,15 +74,6 @@ async def _unpaid_orders(
         )
         .order_by(Order.id.desc())
         .with_for_update()
-    )
-    return list(rows)
-
-
-async def _claimed_entry_ids(session: AsyncSession, order_id: int) -> list[int]:
-    rows = await session.scalars(
-        select(CalendarEntry.id).where(
-            CalendarEntry.order_id == order_id, CalendarEntry.state == "ordered"
-        )
     )
     return list(rows)
 
@@ -146,9 +137,8 @@ async def create_order_from_cart(
     lines = await get_cart_lines(session, identity, page_id=page_id, for_update=True)
     same_scope = next((o for o in unpaid if o.page_post_id == page_id), None)
     if same_scope is not None:
-        held = await _claimed_entry_ids(session, same_scope.id)
-        pending = await get_cart_entries(session, identity, page_id=page_id)
-        fingerprint = cart_fingerprint(lines, held + [e.id for e in pending], page_id)
+        in_cart = await get_cart_entries(session, identity, page_id=page_id)
+        fingerprint = cart_fingerprint(lines, [e.id for e in in_cart], page_id)
         if fingerprint == same_scope.cart_fingerprint:
             _check_shown_total(request, same_scope.total_amount, same_scope.currency)
             return CheckoutResult(await load_order(session, same_scope.id))

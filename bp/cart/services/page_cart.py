@@ -46,6 +46,28 @@ class CartView:
             sum(line.quantity for line in group.lines) + len(group.entries) for group in self.groups
         )
 
+    @property
+    def holding_orders(self) -> list[HoldingOrder]:
+        """Unpaid orders that hold bookings of this cart, oldest first."""
+        held: dict[int, list[str]] = {}
+        for group in self.groups:
+            for entry in group.entries:
+                if entry.held_by is not None:
+                    held.setdefault(entry.held_by, []).append(entry.name)
+        return [HoldingOrder(order_id, names) for order_id, names in sorted(held.items())]
+
+
+@dataclass(frozen=True)
+class HoldingOrder:
+    """An unpaid order holding bookings the cart shows: the shopper pays or cancels it."""
+
+    id: int
+    booking_names: list[str]
+
+    @property
+    def number(self) -> str:
+        return f"RA-{self.id:06d}"
+
 
 async def get_page(session: AsyncSession, slug: str) -> PageRef:
     """A page by its slug; 404 when there is no such page."""

@@ -10,6 +10,7 @@ from typing import Any, Literal
 from sqlalchemy import Select, and_, bindparam, func, literal, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bp.cart.services.calendar_cart import entry_in_cart
 from bp.cart.services.identity import Identity
 from bp.cart.services.total import quantize_money
 from models import Calendar, CalendarEntry, CartItem, MarketPlace, Post, Product
@@ -88,11 +89,7 @@ def _summary_query(kind: OwnerKind, scoped: bool) -> Select[Any]:
         func.count(CalendarEntry.id).label("quantity"),
         func.coalesce(func.sum(CalendarEntry.cost), 0).label("amount"),
         func.array_agg(func.distinct(CalendarEntry.currency)).label("currencies"),
-    ).where(
-        owner_entries,
-        CalendarEntry.state == "pending",
-        CalendarEntry.deleted_at.is_(None),
-    )
+    ).where(owner_entries, entry_in_cart())
     if page_id is not None:
         lines = lines.join(
             MarketPlace,
