@@ -249,6 +249,7 @@ async def _send_and_settle(
     try:
         landed = await refunded_so_far(context.clients, account, refund.sumup_transaction_id)
     except SumUpUnavailable:
+        await _release(sessions, refund)
         return
     except SumUpNotFound:
         await _settle(sessions, refund, succeeded=False, error="SumUp has no such transaction")
@@ -265,17 +266,31 @@ async def _send_and_settle(
         try:
             landed = await refunded_so_far(context.clients, account, refund.sumup_transaction_id)
         except SumUpUnavailable:
-            return  # still unknown: pending; the lease runs out and the sweep asks again
+            landed = Decimal("-1")  # still unknown
         if landed >= earlier + refund.amount:
             await _settle(sessions, refund, succeeded=True)
+        else:
+            # Pending: the next worker reads the refunded amount back before sending it
+            # again, so letting go of the lease now cannot refund twice.
+            await _release(sessions, refund)
         return
     except (SumUpRefused, SumUpNotFound) as error:
         await _settle(sessions, refund, succeeded=False, error=error.message)
         return
     except Exception:
         log.exception("refund %s: SumUp refund failed unexpectedly", refund.id)
+        await _release(sessions, refund)
         return
     await _settle(sessions, refund, succeeded=True)
+
+
+async def _release(sessions: async_sessionmaker[AsyncSession], refund: Refund) -> None:
+    async with sessions() as session, session.begin():
+        await session.execute(
+            update(Refund)
+            .where(Refund.id == refund.id, Refund.status == "pending")
+            .values(lease_until=None, updated_at=func.now())
+        )
 
 
 async def _merchant(session: AsyncSession, refund: Refund) -> str:
