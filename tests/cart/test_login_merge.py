@@ -258,3 +258,31 @@ async def test_a_merge_run_by_a_siblings_summary_call_is_reported_on_the_next_ca
     assert badge["count"] == 2
     assert await live_lines(db) == [(shop.user.id, None, shop.eggs_id, 2)]
     assert f"{WELCOME}: 2 × Eggs." in await page_text(await client.get("/cart/"))
+
+
+async def test_a_merge_that_would_mix_currencies_keeps_the_other_currency_apart_and_says_so(
+    client: Client, db: AsyncSession, shop: Shop, settings: Any
+) -> None:
+    eggs = await db.get_one(Product, shop.eggs_id)
+    await make_line(db, eggs, quantity=1, user_id=shop.user.id)  # the user's cart is in GBP
+    _, euro_market = await make_shop(db, "ferme")
+    cheese = await make_product(db, euro_market, price="7.00", currency="EUR", title="Comté")
+    await add(client, cheese.id, 2)
+    anonymous = await anonymous_id(db)
+    calendar = await db.get_one(Calendar, shop.calendar_id)
+    tasting = await make_entry(db, calendar, session_id=anonymous, currency="EUR")
+
+    page = await sign_in_and_look(client, shop.user.email)
+
+    assert "We kept Comté" in page and "your cart is in GBP" in page
+    assert tasting.name in page.split("We kept", 1)[1]
+    lines = await live_lines(db)
+    assert (shop.user.id, None, shop.eggs_id, 1) in lines
+    assert (None, anonymous, cheese.id, 2) in lines  # kept, not lost
+    assert await entry_owners(db) == [(tasting.id, None, anonymous, "pending")]
+    summary = await client.get(
+        "/internal/cart/summary",
+        headers={"Authorization": f"Bearer {settings.internal_api_token.reveal()}"},
+    )
+    body = await summary.get_json()
+    assert summary.status_code == 200 and (body["count"], body["currency"]) == (1, "GBP")

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, literal, not_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bp.cart.services.calendar_cart import entry_in_cart
 from bp.cart.services.identity import Identity, lock_identity
 from bp.cart.services.update_cart import upsert_line
 from models import CalendarEntry, CartItem, Order, Product
@@ -20,10 +21,13 @@ class MergeReport:
     capped: list[str] = field(default_factory=list)
     entries: list[str] = field(default_factory=list)
     orders: int = 0
+    # Lines and bookings left in the anonymous cart: priced in another currency.
+    kept_apart: list[str] = field(default_factory=list)
+    currency: str | None = None
 
     @property
     def is_empty(self) -> bool:
-        return not (self.lines or self.entries or self.orders)
+        return not (self.lines or self.entries or self.orders or self.kept_apart)
 
     def message(self) -> str:
         """One sentence for the flash message."""
@@ -35,6 +39,11 @@ class MergeReport:
             text += f" Some quantities were capped at the maximum: {', '.join(self.capped)}."
         if self.orders:
             text += f" {self.orders} earlier order(s) now show under your orders."
+        if self.kept_apart:
+            text += (
+                f" We kept {', '.join(self.kept_apart)} out of your cart: your cart is in "
+                f"{self.currency}, and one cart is paid in one currency."
+            )
         return text
 
 
@@ -60,14 +69,19 @@ async def merge_anonymous_cart(
         .returning(Order.id)
     )
     report.orders = len(claimed.all())
+    currency = await _cart_currency(session, user)
+    report.currency = currency
     rows = await session.execute(
-        select(CartItem, Product.title)
+        select(CartItem, Product.title, Product.currency)
         .join(Product, Product.id == CartItem.product_id)
         .where(anonymous.owns(CartItem), CartItem.deleted_at.is_(None))
         .order_by(CartItem.id)
         .with_for_update(of=CartItem)
     )
-    for line, title in rows:
+    for line, title, line_currency in rows:
+        if currency is not None and line_currency != currency:
+            report.kept_apart.append(title)
+            continue
         merged = await upsert_line(
             session,
             user,
@@ -90,9 +104,32 @@ async def merge_anonymous_cart(
             report.capped.append(title)
         report.lines.append((title, line.quantity))
         line.deleted_at = func.now()
+    if currency is None and report.lines:
+        currency = await _cart_currency(session, user)
+    if currency is not None:
+        report.kept_apart += list(
+            await session.scalars(
+                select(CalendarEntry.name).where(
+                    anonymous.owns(CalendarEntry),
+                    CalendarEntry.deleted_at.is_(None),
+                    CalendarEntry.state == "pending",
+                    CalendarEntry.currency != currency,
+                )
+            )
+        )
+    # Pending bookings in another currency stay behind; ordered ones follow their order.
+    other_currency = (
+        (CalendarEntry.state == "pending") & (CalendarEntry.currency != currency)
+        if currency is not None
+        else literal(False)
+    )
     moved = await session.execute(
         update(CalendarEntry)
-        .where(anonymous.owns(CalendarEntry), CalendarEntry.deleted_at.is_(None))
+        .where(
+            anonymous.owns(CalendarEntry),
+            CalendarEntry.deleted_at.is_(None),
+            not_(other_currency),
+        )
         .values(user_id=user_id, session_id=None, updated_at=func.now())
         .returning(CalendarEntry.name, CalendarEntry.state)
         .execution_options(synchronize_session=False)
@@ -101,3 +138,15 @@ async def merge_anonymous_cart(
     report.entries = [name for name, state in moved if state == "pending"]
     await session.flush()
     return report
+
+
+async def _cart_currency(session: AsyncSession, owner: Identity) -> str | None:
+    """The currency of the owner's cart now (None while it is empty)."""
+    lines = (
+        select(Product.currency)
+        .join(CartItem, CartItem.product_id == Product.id)
+        .where(owner.owns(CartItem), CartItem.deleted_at.is_(None))
+    )
+    entries = select(CalendarEntry.currency).where(owner.owns(CalendarEntry), entry_in_cart())
+    found = await session.scalar(lines.union(entries).limit(1))
+    return str(found) if found is not None else None
