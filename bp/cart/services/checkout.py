@@ -30,6 +30,7 @@ from bp.cart.services.total import sum_amounts
 from config import Settings
 from models import Order, OrderItem
 from services.errors import CartError, CheckoutError
+from services.events import money_string
 from services.metrics import ORDERS_CREATED
 from services.order_lifecycle import claim_entries_for_order
 from services.sumup import account_for_pages
@@ -200,8 +201,6 @@ async def create_order_from_cart(
 def _check_shown_total(request: CheckoutRequest, amount: Decimal, currency: str) -> None:
     """Refuse to charge anything but the total the cart page showed."""
     if request.shown_total is not None and request.shown_total != amount:
-        from services.events import money_string
-
         raise CheckoutError(
             f"Your cart changed since the page was shown: it now comes to "
             f"{money_string(amount)} {currency}. Please check your cart and pay again."

@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bp.cart.services.order_queries import load_order
 from bp.cart.services.order_states import move_order
 from bp.cart.services.refunds import reserve_surplus_refund
+from bp.cart.services.webhook_tokens import webhook_token
 from config import Settings
 from models import CheckoutAttempt, Order
 from services.errors import PaymentProviderError
@@ -58,8 +59,6 @@ class CheckoutContext:
     clients: SumUpClients
 
     def webhook_url(self, order_id: int) -> str:
-        from bp.cart.services.webhook_tokens import webhook_token
-
         token = webhook_token(self.settings.secret_key.reveal(), order_id)
         return f"{self.settings.public_url}/cart/checkout/webhook/{order_id}/?token={token}"
 
