@@ -388,9 +388,10 @@ async def test_fail_status_without_a_count_fails_every_call_until_reset(
 async def test_slow_create_times_out_yet_the_checkout_exists_and_lookups_stay_fast(
     sandbox: RunningSandbox, control: SandboxControl
 ) -> None:
-    await control.behave(delay_seconds=2.0, delay_only_create=True)
+    await control.behave(delay_seconds=4.0, delay_only_create=True)
 
-    async with AsyncSumup(api_key=COOP_KEY, base_url=sandbox.base_url, timeout=0.3) as hasty:
+    # A second is far below the delay and well above a busy machine's loopback round trip.
+    async with AsyncSumup(api_key=COOP_KEY, base_url=sandbox.base_url, timeout=1.0) as hasty:
         with pytest.raises(APITimeoutError):
             await create_checkout(hasty, checkout_reference="order-10")
         found = await hasty.checkouts.list(checkout_reference="order-10")
