@@ -402,9 +402,9 @@ async def test_slow_create_times_out_yet_the_checkout_exists_and_lookups_stay_fa
 async def test_delay_applies_to_every_call_unless_limited_to_create(
     sandbox: RunningSandbox, control: SandboxControl
 ) -> None:
-    await control.behave(delay_seconds=2.0, fail_count=1)
+    await control.behave(delay_seconds=4.0, fail_count=1)
 
-    async with AsyncSumup(api_key=COOP_KEY, base_url=sandbox.base_url, timeout=0.3) as hasty:
+    async with AsyncSumup(api_key=COOP_KEY, base_url=sandbox.base_url, timeout=1.0) as hasty:
         with pytest.raises(APITimeoutError):
             await hasty.checkouts.list(checkout_reference="order-11")
         assert await hasty.checkouts.list(checkout_reference="order-11") == []

@@ -429,9 +429,9 @@ async def test_slow_refund_times_out_though_the_money_went_back(
     sandbox: RunningSandbox, coop: AsyncSumup, control: SandboxControl
 ) -> None:
     transaction_id = await paid_transaction_id(coop, control, amount=12.50)
-    await control.behave(only="refund", delay_seconds=1.5, fail_count=1)
+    await control.behave(only="refund", delay_seconds=4.0, fail_count=1)
 
-    async with AsyncSumup(api_key=COOP_KEY, base_url=sandbox.base_url, timeout=0.3) as hasty:
+    async with AsyncSumup(api_key=COOP_KEY, base_url=sandbox.base_url, timeout=1.0) as hasty:
         with pytest.raises(APITimeoutError):
             await hasty.transactions.refund(COOP, transaction_id, amount=2)
         transaction = await hasty.transactions.get(COOP, id=transaction_id)
@@ -472,9 +472,9 @@ async def test_fail_after_apply_on_create_leaves_the_checkout_behind(
 async def test_delay_only_create_still_limits_only_the_delay(
     sandbox: RunningSandbox, control: SandboxControl
 ) -> None:
-    await control.behave(delay_seconds=1.5, delay_only_create=True, fail_status=503)
+    await control.behave(delay_seconds=4.0, delay_only_create=True, fail_status=503)
 
-    async with AsyncSumup(api_key=COOP_KEY, base_url=sandbox.base_url, timeout=0.3) as hasty:
+    async with AsyncSumup(api_key=COOP_KEY, base_url=sandbox.base_url, timeout=1.0) as hasty:
         with pytest.raises(InternalServerError):
             await hasty.transactions.get(COOP, id=str(uuid.uuid4()))
         with pytest.raises(APITimeoutError):
