@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given
+from hypothesis import settings as run_settings
 from hypothesis import strategies as st
 from quart import Quart
 from quart.typing import TestClientProtocol as Client
