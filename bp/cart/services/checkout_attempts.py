@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import secrets
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -68,6 +68,11 @@ class CheckoutContext:
     @property
     def lifetime(self) -> timedelta:
         return timedelta(minutes=self.settings.sumup.checkout_lifetime_minutes)
+
+    @property
+    def create_grace(self) -> timedelta:
+        """How long a claimed attempt may wait for its creator's SumUp answer."""
+        return timedelta(seconds=self.settings.sumup.timeout_seconds * 2 + 5)
 
 
 def new_reference(account: SumUpAccount, order_id: int, number: int) -> str:
@@ -203,7 +208,10 @@ async def create_or_recover(
 async def record_created(
     session: AsyncSession, attempt: CheckoutAttempt, checkout: Any, origin: str
 ) -> bool:
-    """Store SumUp's id and page on the attempt; False if another request did first."""
+    """Store SumUp's id and page on the attempt; False if another request did first.
+
+    The attempt is open again if it had been given up as never created: SumUp has it,
+    so it is followed (and retired) like any other."""
     stored = await session.scalar(
         update(CheckoutAttempt)
         .where(CheckoutAttempt.id == attempt.id, CheckoutAttempt.sumup_checkout_id.is_(None))
@@ -212,6 +220,8 @@ async def record_created(
             hosted_url=getattr(checkout, "hosted_checkout_url", None),
             sumup_status=str(checkout.status or "PENDING"),
             origin=origin,
+            settled_at=None,
+            retired_at=None,
         )
         .returning(CheckoutAttempt.id)
     )
@@ -421,7 +431,10 @@ async def retire_attempt(
         if attempt.settled_at is not None or found.sumup_status == "PAID":
             return found
         if attempt.sumup_checkout_id is None:
-            await _settle_retired(session, attempt)
+            # Its create may still be on its way to SumUp: only once that is over can
+            # "not found" mean "never made". Until then its creator or the sweep retires it.
+            if datetime.now(UTC) - attempt.created_at > context.create_grace:
+                await _settle_retired(session, attempt)
             return AttemptCheck(None)
     account = await account_of(session, context, attempt)
     assert attempt.sumup_checkout_id is not None

@@ -60,11 +60,6 @@ class ReconcileReport:
         )
 
 
-def _create_grace(context: CheckoutContext) -> timedelta:
-    """How long a claimed attempt may wait for its creator's SumUp answer."""
-    return timedelta(seconds=context.settings.sumup.timeout_seconds * 2 + 5)
-
-
 async def _next_attempt(session: AsyncSession, context: CheckoutContext) -> CheckoutAttempt | None:
     # Locks the order, not the attempt: everywhere the order is locked before its
     # attempts, and a sweep skips an order another caller is working on.
@@ -79,7 +74,7 @@ async def _next_attempt(session: AsyncSession, context: CheckoutContext) -> Chec
             ),
             or_(
                 CheckoutAttempt.sumup_checkout_id.is_not(None),
-                CheckoutAttempt.created_at < func.now() - _create_grace(context),
+                CheckoutAttempt.created_at < func.now() - context.create_grace,
             ),
         )
         .order_by(CheckoutAttempt.checked_at.asc().nulls_first(), CheckoutAttempt.id)
