@@ -19,11 +19,13 @@ from bp.cart.context import init_cart_context
 from config import ConfigError, Settings, load_settings
 from services.background import init_background_tasks
 from services.db import init_db
+from services.error_pages import init_error_handlers
 from services.metrics import init_metrics
 from services.redis_client import create_redis
+from services.routing import init_url_converters
 from services.sessions import RedisSessionInterface
 from services.sumup import init_sumup
-from services.web import init_error_handlers, init_templates, init_url_converters
+from services.templating import init_templates
 
 log = logging.getLogger("cart")
 

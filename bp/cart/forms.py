@@ -5,8 +5,8 @@ from __future__ import annotations
 from wtforms import Form, IntegerField, StringField
 from wtforms.validators import Length, NumberRange, Optional
 
+from services.csrf import CsrfForm
 from services.errors import CartError
-from services.web import CsrfForm
 
 
 class _LineForm(CsrfForm):

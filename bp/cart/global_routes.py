@@ -31,10 +31,10 @@ from bp.cart.services.checkout import (
 )
 from bp.cart.services.order_queries import get_order_for_owner
 from bp.cart.services.update_cart import add_to_cart, remove_from_cart, set_quantity
+from services.csrf import bind_form
 from services.db import db_session
 from services.errors import NotFoundError, PaymentProviderError
 from services.order_lifecycle import get_entries_for_order
-from services.web import bind_form
 
 bp = Blueprint("cart_global", __name__, url_prefix="/cart")
 

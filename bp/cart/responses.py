@@ -18,9 +18,11 @@ from bp.cart.services.get_cart import PageRef
 from bp.cart.services.identity import Identity, ensure_identity, identity_from_session
 from bp.cart.services.summary import get_cart_summary
 from config import Settings
+from services.csrf import bind_form
 from services.db import db_session
+from services.error_pages import wants_json
 from services.errors import PaymentProviderError
-from services.web import bind_form, safe_next, wants_json
+from services.redirects import safe_next
 
 
 def settings() -> Settings:

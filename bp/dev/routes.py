@@ -20,10 +20,10 @@ from bp.cart.services.calendar_cart import add_entry_to_cart
 from bp.cart.services.identity import USER_KEY
 from models import Calendar, MarketPlace, Post, Product, User
 from sandbox.demo_data import DEMO_SLOTS
+from services.csrf import CsrfForm, bind_form
 from services.db import db_session
 from services.errors import NotFoundError, ServiceError
 from services.sessions import RedisSession
-from services.web import CsrfForm, bind_form
 
 bp = Blueprint("dev", __name__, url_prefix="/dev")
 

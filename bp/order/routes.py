@@ -11,9 +11,9 @@ from bp.cart.responses import checkout_context, current_identity, go_to_payment
 from bp.cart.services.cancel_order import CancelOutcome, cancel_order, settle_with_sumup_first
 from bp.cart.services.check_sumup_status import check_sumup_status
 from bp.cart.services.order_queries import get_order_for_owner, get_order_history
+from services.csrf import bind_form
 from services.db import db_session
 from services.order_lifecycle import get_entries_for_order
-from services.web import bind_form
 
 bp = Blueprint("order", __name__, url_prefix="/orders")
 
