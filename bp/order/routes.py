@@ -14,6 +14,8 @@ from bp.cart.services.order_queries import get_order_for_owner, get_order_histor
 from services.csrf import bind_form
 from services.db import db_session
 from services.order_lifecycle import get_entries_for_order
+from services.rate_limits import rate_limited
+from services.status_throttle import status_check_due
 
 bp = Blueprint("order", __name__, url_prefix="/orders")
 
@@ -29,6 +31,7 @@ async def detail(order_id: int) -> str:
 
 
 @bp.post("/<bigid:order_id>/pay/")
+@rate_limited("pay")
 async def pay(order_id: int) -> Any:
     """Pay an unpaid order (again): a new SumUp checkout; the previous one is retired."""
     await bind_form(PlainForm)
@@ -45,12 +48,14 @@ async def pay(order_id: int) -> Any:
 
 
 @bp.post("/<bigid:order_id>/recheck/")
+@rate_limited("status")
 async def recheck(order_id: int) -> Any:
     """Ask SumUp for the payment status now, then show the order."""
     await bind_form(PlainForm)
     db = db_session()
     order = await get_order_for_owner(db, current_identity(), order_id)
-    order = await check_sumup_status(db, order.id, context=checkout_context())
+    if await status_check_due(order.id):
+        order = await check_sumup_status(db, order.id, context=checkout_context())
     await flash(f"Order {order.number} is {order.status}.", "success")
     return redirect(url_for("order.detail", order_id=order.id), 303)
 
@@ -63,6 +68,7 @@ CANCEL_MESSAGES = {
 
 
 @bp.post("/<bigid:order_id>/cancel/")
+@rate_limited("write")
 async def cancel(order_id: int) -> Any:
     """Cancel an unpaid order: SumUp checkout deactivated, bookings back in the cart."""
     await bind_form(PlainForm)
