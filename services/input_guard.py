@@ -13,6 +13,7 @@ import json
 import re
 from collections.abc import Iterable
 from typing import Any
+from urllib.parse import unquote_to_bytes
 
 from quart import Quart, request
 from werkzeug.datastructures import MultiDict
@@ -52,6 +53,15 @@ class UnreadableForm(ServiceError):
     title = "The form could not be read"
 
 
+def _is_utf8(raw: bytes) -> bool:
+    # Werkzeug keeps undecodable query bytes as literal "%FF" text rather than U+FFFD.
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 def _unreadable(values: Iterable[str], *, limit: int) -> bool:
     return any(len(value) > limit or UNREADABLE.search(value) for value in values)
 
@@ -61,7 +71,11 @@ async def refuse_hostile_request() -> None:
     if PATH_UNREADABLE.search(request.path):
         raise NotFoundError("There is nothing here.")
     args = request.args
-    if _unreadable(args.keys(), limit=64) or _unreadable(args.values(), limit=MAX_QUERY_VALUE):
+    if (
+        not _is_utf8(unquote_to_bytes(request.query_string))
+        or _unreadable(args.keys(), limit=64)
+        or _unreadable(args.values(), limit=MAX_QUERY_VALUE)
+    ):
         raise UnreadableQuery("The address holds characters or a length this shop cannot read.")
 
 
