@@ -214,3 +214,28 @@ async def test_a_fresh_session_read_again_is_not_rewritten(changes_app: Any, red
     await client.get("/t/write")
     response = await client.get("/t/read")
     assert "Set-Cookie" not in response.headers
+
+
+async def test_a_flood_of_refused_posts_stores_no_session(
+    app: Quart, db: Any, redis: Redis
+) -> None:
+    """Issue 11, case 2: 900 refused cookieless POSTs in 5 s made 907 keys in Redis."""
+    from tests.factories import make_product, make_shop
+    from tests.shopper import csrf_token
+
+    _, market = await make_shop(db)
+    product = await make_product(db, market)
+    statuses = []
+    for n in range(150):
+        response = await app.test_client().post(f"/cart/add/{product.id}/", form={"n": str(n)})
+        statuses.append(response.status_code)
+    browser = app.test_client()
+    token = await csrf_token(browser)
+    for path, quantity in [(f"/cart/add/{product.id}/", "abc"), ("/cart/add/999999/", "1")]:
+        for _ in range(50):
+            response = await browser.post(path, form={"csrf_token": token, "quantity": quantity})
+            statuses.append(response.status_code)
+    assert set(statuses) <= {400, 404, 422, 429} and statuses.count(400) == 150
+    assert await _session_keys(redis) == []
+    # What is left are the rate limits' counters: one per address and browser, expiring.
+    assert len([key async for key in redis.scan_iter(match=f"{REDIS_PREFIX}*")]) <= 3
