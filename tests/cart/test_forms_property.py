@@ -20,7 +20,7 @@ from tests.conftest import REDIS_PREFIX
 from tests.factories import make_calendar, make_entry, make_product, make_shop, make_user
 from tests.shopper import add, csrf_token
 
-TEXT = st.text(st.characters(blacklist_categories=("Cs",)), max_size=200)
+TEXT = st.text(st.characters(exclude_categories=["Cs"]), max_size=200)
 NASTY = st.sampled_from(
     [
         "\x00",

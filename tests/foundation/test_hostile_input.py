@@ -126,7 +126,7 @@ async def test_a_webhook_with_a_valid_token_and_an_unreadable_body_is_a_400(
 ) -> None:
     await sandbox_control.reset()
     order = (await place_order(client, db)).order
-    token = webhook_token(client.app.config["SECRET_KEY"], order.id)  # type: ignore[attr-defined]
+    token = webhook_token(client.app.config["SECRET_KEY"], order.id)
     async with httpx.AsyncClient(timeout=10) as http:
         response = await http.post(
             f"{live_url}/cart/checkout/webhook/{order.id}/?token={token}",

@@ -193,11 +193,11 @@ async def test_login_merges_are_limited_per_user(
     user = await make_user(db)
     async with limited(merge_per_user="1/minute") as app:
         interface = app.session_interface
-        key = interface.key("merge-test-session")  # type: ignore[attr-defined]
+        key = interface.key("merge-test-session")
         pending = json.dumps({"uid": user.id, "cart_sid": "an-anonymous-cart"})
         await redis.set(key, pending, ex=600)
         client = app.test_client()
-        cookie = interface.signer.sign("merge-test-session").decode()  # type: ignore[attr-defined]
+        cookie = interface.signer.sign("merge-test-session").decode()
         client.set_cookie("localhost", settings.session.cookie_name, cookie)
         assert (await client.get("/cart/")).status_code == 200
         await redis.set(key, pending, ex=600)  # another anonymous cart waits to be merged
