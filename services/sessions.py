@@ -29,7 +29,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any, cast
 
 from itsdangerous import BadSignature, Signer
-from quart import Quart, request, session
+from quart import Quart, current_app, request, session
 from quart.sessions import SecureCookieSession, SessionInterface, SessionMixin
 from quart.wrappers import BaseRequestWebsocket, Response
 from redis.asyncio import Redis
@@ -171,8 +171,6 @@ def browser_anchor() -> str:
 
 def current_session_interface() -> RedisSessionInterface:
     """The app's Redis session interface."""
-    from quart import current_app
-
     interface = current_app.session_interface
     if not isinstance(interface, RedisSessionInterface):
         raise RuntimeError("the Redis session interface is not installed")
