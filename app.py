@@ -19,13 +19,27 @@ from bp.cart.context import init_cart_context
 from config import ConfigError, Settings, load_settings
 from services.background import init_background_tasks
 from services.db import init_db
+from services.error_pages import init_error_handlers
+from services.input_guard import init_input_guard
 from services.metrics import init_metrics
+from services.rate_limits import init_rate_limits
 from services.redis_client import create_redis
-from services.sessions import RedisSessionInterface
+from services.routing import init_url_converters
+from services.security_headers import init_security_headers
+from services.sessions import RedisSessionInterface, require_session_store
 from services.sumup import init_sumup
-from services.web import init_error_handlers, init_templates, init_url_converters
+from services.templating import init_templates
 
 log = logging.getLogger("cart")
+# Routes that work with Redis down: SumUp's notifications (payments still settle) and ops.
+NO_SESSION_NEEDED = (
+    "/cart/checkout/webhook/",
+    "/cart/checkout/events/",
+    "/healthz",
+    "/readyz",
+    "/metrics",
+    "/static/",
+)
 
 
 def configure_logging() -> None:
@@ -96,7 +110,12 @@ def create_app(settings: Settings | None = None, **config: Any) -> Quart:
     async def _close_redis() -> None:
         await app.extensions["redis"].aclose()
 
+    init_rate_limits(app)
     init_db(app)
+    # After the database hook, so an error page refused here still has its session.
+    init_input_guard(app)
+    app.before_request(require_session_store(NO_SESSION_NEEDED))
+    init_security_headers(app)
     init_sumup(app)
     init_metrics(app)
     init_url_converters(app)

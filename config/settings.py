@@ -120,6 +120,7 @@ class Settings:
     events: EventSettings
     reconcile: ReconcileSettings
     db_pool_size: int = 20
+    rate_limits: RateLimitSettings = field(default_factory=lambda: RateLimitSettings())
 
     @property
     def dev_routes_enabled(self) -> bool:
@@ -371,6 +372,7 @@ def load_settings(
         "db_pool_size": lambda: _int(
             "DB_POOL_SIZE", _pick(env, "DB_POOL_SIZE", raw.get("db_pool_size", 20)), minimum=1
         ),
+        "rate_limits": lambda: load_rate_limit_settings(env, section("rate_limits")),
         "reconcile": lambda: ReconcileSettings(
             in_app=_bool(
                 "RECONCILE_IN_APP", _pick(env, "RECONCILE_IN_APP", rec.get("in_app", False))
@@ -388,3 +390,70 @@ def load_settings(
     if settings.sumup.api_key and not settings.sumup.merchant_code:
         raise ConfigError("SUMUP_MERCHANT_CODE must be set when SUMUP_API_KEY is")
     return settings
+
+
+# --- abuse limits (reliability): one block, kept apart -----------------------------
+# Each limit is a `limits` string ("60/minute", "10/second;300/hour"). Keys live in
+# Redis under `redis_prefix`; SUMUP_STATUS_CHECK_SECONDS is how often one order may
+# ask SumUp for its status from page loads (0 turns that throttle off).
+
+RATE_LIMIT_FIELDS = {
+    "writes_per_session": "60/minute",
+    "writes_per_ip": "600/minute",
+    "pay_per_session": "10/minute",
+    "status_per_session": "60/minute",
+    "status_per_ip": "600/minute",
+    "webhook_per_order": "30/minute",
+    "webhook_per_ip": "1200/minute",
+    "internal_per_token": "12000/minute",
+    "merge_per_user": "30/minute",
+}
+
+
+@dataclass(frozen=True)
+class RateLimitSettings:
+    enabled: bool = True
+    redis_prefix: str = "cart:"
+    status_check_seconds: float = 5.0
+    writes_per_session: str = RATE_LIMIT_FIELDS["writes_per_session"]
+    writes_per_ip: str = RATE_LIMIT_FIELDS["writes_per_ip"]
+    pay_per_session: str = RATE_LIMIT_FIELDS["pay_per_session"]
+    status_per_session: str = RATE_LIMIT_FIELDS["status_per_session"]
+    status_per_ip: str = RATE_LIMIT_FIELDS["status_per_ip"]
+    webhook_per_order: str = RATE_LIMIT_FIELDS["webhook_per_order"]
+    webhook_per_ip: str = RATE_LIMIT_FIELDS["webhook_per_ip"]
+    internal_per_token: str = RATE_LIMIT_FIELDS["internal_per_token"]
+    merge_per_user: str = RATE_LIMIT_FIELDS["merge_per_user"]
+
+
+def _rate_limit(name: str, value: Any) -> str:
+    from limits import parse_many
+
+    text = str(value).strip()
+    try:
+        parse_many(text)
+    except ValueError:
+        raise ConfigError(f"{name} must be a rate like 60/minute or 10/second;300/hour") from None
+    return text
+
+
+def load_rate_limit_settings(env: Mapping[str, str], raw: Mapping[str, Any]) -> RateLimitSettings:
+    """RATE_LIMITS_ENABLED, RATE_LIMIT_<FIELD>, SUMUP_STATUS_CHECK_SECONDS, over the YAML."""
+    limits = {
+        name: _rate_limit(
+            f"RATE_LIMIT_{name.upper()}",
+            _pick(env, f"RATE_LIMIT_{name.upper()}", raw.get(name, default)),
+        )
+        for name, default in RATE_LIMIT_FIELDS.items()
+    }
+    return RateLimitSettings(
+        enabled=_bool(
+            "RATE_LIMITS_ENABLED", _pick(env, "RATE_LIMITS_ENABLED", raw.get("enabled", True))
+        ),
+        redis_prefix=str(raw.get("redis_prefix", "cart:")),
+        status_check_seconds=_float(
+            "SUMUP_STATUS_CHECK_SECONDS",
+            _pick(env, "SUMUP_STATUS_CHECK_SECONDS", raw.get("status_check_seconds", 5)),
+        ),
+        **limits,
+    )

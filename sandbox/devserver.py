@@ -110,7 +110,10 @@ def main() -> int:
         prepare_database(env["DATABASE_URL_ASYNC"])
         log.info("serving the shop on http://%s:%s/cart/", args.host, args.port)
         server = subprocess.Popen(
-            [sys.executable, "-m", "hypercorn", "app:app", "--bind", f"{args.host}:{args.port}"],
+            [
+                *(sys.executable, "-m", "hypercorn", "-c", "config/hypercorn.toml", "app:app"),
+                *("--bind", f"{args.host}:{args.port}"),
+            ],
             cwd=ROOT,
             env=env,
         )

@@ -1,55 +1,204 @@
 """Server-side sessions in Redis, shared with the sibling apps.
 
 The cookie holds only a random id signed with the secret key; the session itself is
-JSON under `<prefix><id>` in Redis with a TTL. A session is written only when it
-changed and is not empty, so browsing without a cart creates nothing.
+JSON under `<prefix><id>` in Redis with a TTL (the format the sibling apps read).
+
+A request writes back only the keys it changed, merged under WATCH/MULTI with what
+Redis holds at that moment, so a cart request that overlaps the blog app's login
+never undoes it. A refused request (an answer of 400 or more) writes nothing, and a
+session is stored only when something is written to it: browsing, a bad form and a
+flood of refused POSTs leave no key in Redis. Its TTL slides: a session in use is
+kept alive (refreshed at most once per `refresh_seconds`).
+
+Every browser that was shown a form has an *anchor*: a signed random cookie (no
+Redis; `__Host-` prefixed behind HTTPS, so no other subdomain can set it) that the
+CSRF tokens are bound to. A browser without a stored session also gets its future
+session id from it, so a burst of first writes of one browser (a double click on
+"add") lands in one session and one cart, and a first write retried after a failure
+finds the same anonymous cart.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import logging
 import secrets
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Iterable, Mapping
+from typing import Any, cast
 
 from itsdangerous import BadSignature, Signer
-from quart import Quart
+from quart import Quart, current_app, request, session
 from quart.sessions import SecureCookieSession, SessionInterface, SessionMixin
 from quart.wrappers import BaseRequestWebsocket, Response
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, WatchError
 from werkzeug.wrappers import Response as WerkzeugResponse
 
 from config.settings import SessionSettings
+from services.errors import ServiceError
 
 log = logging.getLogger(__name__)
 
+ANCHOR_COOKIE = "cart_anchor"
+MAX_WRITE_ATTEMPTS = 20
+_MISSING = object()
+
+
+class SessionStoreUnavailable(ServiceError):
+    """Redis, which holds the sessions, does not answer."""
+
+    status_code = 503
+    title = "The shop is not answering just now"
+    retry_after = 30
+
+    def __init__(self) -> None:
+        super().__init__(
+            "Part of the shop is not answering just now. Nothing was changed: "
+            "please try again in a minute."
+        )
+
 
 class RedisSession(SecureCookieSession):
-    """A session dict that knows its id and whether it must get a new one."""
+    """A session dict that records which keys this request changed.
 
-    def __init__(self, initial: Mapping[str, Any] | None = None, *, sid: str | None) -> None:
+    `sid` is the stored session's id, or the id a new session will get (derived from
+    the browser's anchor), or None for a browser with neither. Only `__setitem__`,
+    `__delitem__`, `pop`, `popitem`, `setdefault`, `update` and `clear` are tracked:
+    change a nested value by assigning the key again.
+    """
+
+    def __init__(
+        self,
+        initial: Mapping[str, Any] | None = None,
+        *,
+        sid: str | None,
+        stored: bool = False,
+        unavailable: bool = False,
+        anchor: str | None = None,
+    ) -> None:
         super().__init__(initial)
         self.sid = sid
-        self.new = sid is None
+        self.anchor = anchor
+        self.stored = stored
+        self.new = not stored
+        self.unavailable = unavailable
         self.rotate = False
+        self.cleared = False
+        self.refresh = False
+        self.changed: dict[str, Any] = {}
+        self.removed: set[str] = set()
+        self.new_anchor: str | None = None
+
+    # --- change tracking ---------------------------------------------------------
+
+    def _set(self, key: str, value: Any) -> None:
+        self.changed[key] = value
+        self.removed.discard(key)
+
+    def _remove(self, key: str) -> None:
+        self.changed.pop(key, None)
+        self.removed.add(key)
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        super().__setitem__(key, value)
+        self._set(key, value)
+
+    def __delitem__(self, key: str) -> None:
+        super().__delitem__(key)
+        self._remove(key)
+
+    def pop(self, key: str, default: Any = _MISSING) -> Any:
+        if key in self:
+            self._remove(key)
+        if default is _MISSING:
+            return super().pop(key)
+        return super().pop(key, default)
+
+    def popitem(self) -> tuple[str, Any]:
+        key, value = super().popitem()
+        self._remove(key)
+        return key, value
+
+    def setdefault(self, key: str, default: Any = None) -> Any:
+        if key not in self:
+            self[key] = default
+        return self[key]
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        for key, value in dict(*args, **kwargs).items():
+            self[key] = value
+
+    def clear(self) -> None:
+        super().clear()
+        self.cleared = True
+        self.changed.clear()
+        self.removed.clear()
+
+    # --- lifecycle ---------------------------------------------------------------
+
+    @property
+    def dirty(self) -> bool:
+        """This request changed the session's contents or its id."""
+        return bool(self.changed or self.removed or self.cleared or self.rotate)
 
     def regenerate(self) -> None:
-        """Give the session a new id on the next save (on login, against fixation)."""
+        """Give the session a new random id on save (on login, against fixation)."""
         self.rotate = True
         self.modified = True
+
+    def merged_into(self, current: Mapping[str, Any]) -> dict[str, Any]:
+        """What the session holds after this request's changes meet `current`."""
+        merged = {} if self.cleared else dict(current)
+        for key in self.removed:
+            merged.pop(key, None)
+        merged.update(self.changed)
+        return merged
+
+
+def browser_anchor() -> str:
+    """The current browser's anchor, minting one (a cookie, nothing in Redis) if it has none."""
+    if not isinstance(session, RedisSession):
+        raise RuntimeError("the Redis session interface is not installed")
+    if session.anchor is None:
+        anchor = secrets.token_urlsafe(32)
+        session.anchor = session.new_anchor = anchor
+        if session.sid is None:
+            session.sid = current_session_interface().provisional_sid(anchor)
+    return session.anchor
+
+
+def current_session_interface() -> RedisSessionInterface:
+    """The app's Redis session interface."""
+    interface = current_app.session_interface
+    if not isinstance(interface, RedisSessionInterface):
+        raise RuntimeError("the Redis session interface is not installed")
+    return interface
 
 
 class RedisSessionInterface(SessionInterface):
     """Sessions stored in Redis under a namespaced key, with a signed id cookie."""
 
     salt = "coop-session"
+    anchor_salt = "cart-anchor"
 
     def __init__(self, redis: Redis, settings: SessionSettings, secret_key: str) -> None:
         self.redis = redis
         self.settings = settings
         self.signer = Signer(secret_key, salt=self.salt)
+        self.anchor_signer = Signer(secret_key, salt=self.anchor_salt)
+        self._derive_key = hashlib.sha256(f"cart-session-id:{secret_key}".encode()).digest()
+
+    @property
+    def refresh_seconds(self) -> int:
+        """How stale a session's TTL may get before a request refreshes it."""
+        return min(3600, max(1, self.settings.ttl_seconds // 20))
+
+    @property
+    def anchor_cookie(self) -> str:
+        """The anchor cookie's name: `__Host-` behind HTTPS, so subdomains cannot plant one."""
+        return f"__Host-{ANCHOR_COOKIE}" if self.settings.cookie_secure else ANCHOR_COOKIE
 
     def key(self, sid: str) -> str:
         """The Redis key of a session id."""
@@ -57,37 +206,58 @@ class RedisSessionInterface(SessionInterface):
 
     def sid_from_cookie(self, cookie: str | None) -> str | None:
         """The session id a signed cookie carries, or None when absent or forged."""
-        if not cookie:
+        return self._unsign(self.signer, cookie)
+
+    def anchor_from_cookie(self, cookie: str | None) -> str | None:
+        """The browser's anchor from its signed cookie, or None when absent or forged."""
+        return self._unsign(self.anchor_signer, cookie)
+
+    @staticmethod
+    def _unsign(signer: Signer, cookie: str | None) -> str | None:
+        if not cookie or len(cookie) > 256:
             return None
         try:
-            return self.signer.unsign(cookie).decode("ascii")
-        except (BadSignature, UnicodeDecodeError):
+            return signer.unsign(cookie).decode("ascii")
+        except (BadSignature, UnicodeDecodeError, UnicodeEncodeError):
             return None
 
-    async def load(self, sid: str) -> dict[str, Any] | None:
-        """The stored session for an id, or None."""
-        raw = await self.redis.get(self.key(sid))
-        if raw is None:
-            return None
-        try:
-            data = json.loads(raw)
-        except ValueError:
-            log.warning("session %s… holds unreadable data; starting afresh", sid[:6])
-            return None
-        return data if isinstance(data, dict) else None
+    def provisional_sid(self, anchor: str) -> str:
+        """The id a browser's first stored session gets: keyed by our secret, so unguessable."""
+        digest = hmac.new(self._derive_key, anchor.encode(), hashlib.sha256).digest()
+        return digest.hex()[:43]
+
+    async def load(self, sid: str) -> tuple[dict[str, Any] | None, int]:
+        """The stored session for an id (or None) and its remaining TTL in seconds."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.get(self.key(sid))
+            pipe.ttl(self.key(sid))
+            raw, ttl = await pipe.execute()
+        return _decode(raw, sid), int(ttl)
 
     async def open_session(self, app: Quart, request: BaseRequestWebsocket) -> RedisSession:
+        anchor = self.anchor_from_cookie(request.cookies.get(self.anchor_cookie))
         sid = self.sid_from_cookie(request.cookies.get(self.settings.cookie_name))
-        if sid is None:
-            return RedisSession(sid=None)
-        try:
-            data = await self.load(sid)
-        except RedisError:
-            log.exception("session store unavailable")
-            raise
-        if data is None:
-            return RedisSession(sid=None)
-        return RedisSession(data, sid=sid)
+        if sid is not None:
+            try:
+                data, ttl = await self.load(sid)
+            except RedisError as error:
+                # Never raise here: Quart would answer a bare 500 before any handler ran.
+                log.warning("session store unavailable: %s", error.__class__.__name__)
+                return RedisSession(sid=None, unavailable=True, anchor=anchor)
+            if data is not None:
+                stored = RedisSession(data, sid=sid, stored=True, anchor=anchor)
+                stored.refresh = 0 <= ttl < self.settings.ttl_seconds - self.refresh_seconds
+                return stored
+        provisional = self.provisional_sid(anchor) if anchor else None
+        return RedisSession(sid=provisional, anchor=anchor)
+
+    def _cookie_options(self) -> dict[str, Any]:
+        return dict(
+            path="/",
+            secure=self.settings.cookie_secure,
+            samesite=self.settings.cookie_samesite,
+            httponly=True,
+        )
 
     async def save_session(
         self,
@@ -96,31 +266,111 @@ class RedisSessionInterface(SessionInterface):
         response: Response | WerkzeugResponse | None,
     ) -> None:
         assert isinstance(session, RedisSession)
-        if response is None or not session.modified:
+        if response is None or session.unavailable:
             return
-        cookie = dict(
-            domain=self.settings.cookie_domain,
-            path="/",
-            secure=self.settings.cookie_secure,
-            samesite=self.settings.cookie_samesite,
-            httponly=True,
-        )
-        if session.sid and (session.rotate or not session):
-            await self.redis.delete(self.key(session.sid))
-        if not session:
-            if session.sid:
-                response.delete_cookie(self.settings.cookie_name, **cookie)  # type: ignore[arg-type]
-            return
-        if session.sid is None or session.rotate:
-            session.sid = secrets.token_urlsafe(32)
-        await self.redis.set(
-            self.key(session.sid),
-            json.dumps(dict(session), separators=(",", ":")),
-            ex=self.settings.ttl_seconds,
-        )
+        if session.new_anchor is not None:
+            response.set_cookie(
+                self.anchor_cookie,
+                self.anchor_signer.sign(session.new_anchor).decode("ascii"),
+                max_age=self.settings.ttl_seconds,
+                **self._cookie_options(),
+            )
+        try:
+            if session.dirty and response.status_code < 400:
+                await self._save_changes(session, response)
+            elif session.refresh and session.sid is not None:
+                await self.redis.expire(self.key(session.sid), self.settings.ttl_seconds)
+                self._set_session_cookie(response, session.sid)
+        except RedisError:
+            # The answer is already decided (and committed); the anchor lets a retried
+            # first write find the same anonymous cart.
+            log.exception("session %s… could not be saved", (session.sid or "new")[:6])
+
+    async def _save_changes(
+        self, session: RedisSession, response: Response | WerkzeugResponse
+    ) -> None:
+        sid = await self.write_changes(session)
+        if sid is not None:
+            self._set_session_cookie(response, sid)
+        elif session.stored:
+            response.delete_cookie(
+                self.settings.cookie_name,
+                domain=self.settings.cookie_domain,
+                **self._cookie_options(),
+            )
+
+    def _set_session_cookie(self, response: Response | WerkzeugResponse, sid: str) -> None:
         response.set_cookie(
             self.settings.cookie_name,
-            self.signer.sign(session.sid).decode("ascii"),
+            self.signer.sign(sid).decode("ascii"),
             max_age=self.settings.ttl_seconds,
-            **cookie,  # type: ignore[arg-type]
+            domain=self.settings.cookie_domain,
+            **self._cookie_options(),
         )
+
+    async def write_changes(self, session: RedisSession) -> str | None:
+        """Merge the session's changes into Redis atomically; the id it now lives under.
+
+        None when the session ended up empty (and was deleted).
+        """
+        old_sid = session.sid
+        new_sid = old_sid
+        if new_sid is None or session.rotate:
+            new_sid = secrets.token_urlsafe(32)
+        keys = [self.key(sid) for sid in _unique((old_sid, new_sid))]
+        async with self.redis.pipeline(transaction=True) as pipe:
+            for _ in range(MAX_WRITE_ATTEMPTS):
+                try:
+                    await pipe.watch(*keys)
+                    raw = await pipe.get(keys[0]) if old_sid else None
+                    current = _decode(cast(bytes | None, raw), old_sid)
+                    merged = session.merged_into(current or {})
+                    pipe.multi()
+                    if old_sid is not None and (old_sid != new_sid or not merged):
+                        pipe.delete(self.key(old_sid))
+                    if merged:
+                        pipe.set(
+                            self.key(new_sid),
+                            json.dumps(merged, separators=(",", ":")),
+                            ex=self.settings.ttl_seconds,
+                        )
+                    await pipe.execute()
+                except WatchError:
+                    continue
+                session.sid = new_sid if merged else None
+                return session.sid
+        raise RedisError(f"session kept changing under {MAX_WRITE_ATTEMPTS} writes")
+
+
+def _unique(sids: Iterable[str | None]) -> list[str]:
+    seen: list[str] = []
+    for sid in sids:
+        if sid is not None and sid not in seen:
+            seen.append(sid)
+    return seen
+
+
+def _decode(raw: bytes | None, sid: str | None) -> dict[str, Any] | None:
+    if raw is None:
+        return None
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        log.warning("session %s… holds unreadable data; starting afresh", (sid or "")[:6])
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def session_unavailable() -> bool:
+    """Whether this request's session could not be read because Redis is down."""
+    return isinstance(session, RedisSession) and session.unavailable
+
+
+def require_session_store(exempt_prefixes: tuple[str, ...]) -> Any:
+    """A before-request hook: 503 when the session could not be read, except on `exempt`."""
+
+    async def _require() -> None:
+        if session_unavailable() and not request.path.startswith(exempt_prefixes):
+            raise SessionStoreUnavailable()
+
+    return _require

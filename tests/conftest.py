@@ -132,6 +132,7 @@ def settings(sumup_sandbox: Any, app_port: int) -> Any:
         base,
         session=replace(base.session, redis_prefix=f"{REDIS_PREFIX}session:"),
         events=replace(base.events, stream=f"{REDIS_PREFIX}events"),
+        rate_limits=replace(base.rate_limits, redis_prefix=REDIS_PREFIX),
     )
 
 
@@ -140,6 +141,7 @@ async def _serve(app: Quart, port: int) -> tuple[asyncio.Task[None], asyncio.Eve
     config.bind = [f"127.0.0.1:{port}"]
     config.accesslog = None
     config.errorlog = None
+    config.include_server_header = False  # as config/hypercorn.toml does for the real servers
     stop = asyncio.Event()
     task = asyncio.create_task(serve(app, config, shutdown_trigger=stop.wait))
     for _ in range(200):

@@ -9,11 +9,13 @@ from quart import Blueprint, request
 from bp.cart.responses import current_identity, internal_caller_is_authorised, settings
 from bp.cart.services.summary import get_cart_summary
 from services.db import db_session
+from services.rate_limits import rate_limited
 
 bp = Blueprint("cart_api", __name__, url_prefix="/internal/cart")
 
 
 @bp.get("/summary")
+@rate_limited("internal")
 async def summary() -> Any:
     """Count and total of the forwarded session's cart, optionally of one page."""
     if not internal_caller_is_authorised():

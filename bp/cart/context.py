@@ -15,6 +15,7 @@ from bp.cart.services.summary import get_cart_summary
 from services.db import db_session
 from services.errors import CartError
 from services.navigation import get_navigation_tree
+from services.rate_limits import enforce
 
 log = logging.getLogger(__name__)
 NO_SESSION_PATHS = ("/healthz", "/readyz", "/metrics")
@@ -32,6 +33,7 @@ async def merge_after_login() -> None:
     if ids is None:
         return
     user_id, anonymous_id = ids
+    await enforce("merge")
     async with current_app.extensions["db_sessionmaker"]() as db, db.begin():
         report = await merge_anonymous_cart(
             db,

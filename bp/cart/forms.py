@@ -4,25 +4,40 @@ from __future__ import annotations
 
 import re
 from decimal import Decimal
+from typing import Any
 
 from wtforms import Form, IntegerField, StringField
 from wtforms.validators import Length, NumberRange, Optional
 
+from services.csrf import CsrfForm
 from services.errors import CartError
-from services.web import CsrfForm
+
+ASCII_INTEGER = re.compile(r"\s*[-+]?[0-9]{1,18}\s*")
+
+
+class AsciiIntegerField(IntegerField):
+    """A whole number in ASCII digits: `int()` would also take "١٢", "1_0" or "²"."""
+
+    def process_formdata(self, valuelist: list[Any]) -> None:
+        if valuelist and not (
+            isinstance(valuelist[0], str) and ASCII_INTEGER.fullmatch(valuelist[0])
+        ):
+            self.data = None
+            raise ValueError(self.gettext("Not a valid integer value."))
+        super().process_formdata(valuelist)
 
 
 class _LineForm(CsrfForm):
-    market_place = IntegerField(validators=[Optional()], render_kw={"min": 1}, default=None)
-    next = StringField(validators=[Optional()])
+    market_place = AsciiIntegerField(validators=[Optional()], render_kw={"min": 1}, default=None)
+    next = StringField(validators=[Optional(), Length(max=2048)])
 
 
 class AddForm(_LineForm):
-    quantity = IntegerField(default=1, validators=[Optional(), NumberRange(min=1)])
+    quantity = AsciiIntegerField(default=1, validators=[Optional(), NumberRange(min=1)])
 
 
 class UpdateForm(_LineForm):
-    quantity = IntegerField(validators=[NumberRange(min=0)])
+    quantity = AsciiIntegerField(validators=[NumberRange(min=0)])
 
 
 class RemoveForm(_LineForm):
@@ -32,7 +47,7 @@ class RemoveForm(_LineForm):
 class PlainForm(CsrfForm):
     """A form whose only field is its CSRF token (and an optional `next`)."""
 
-    next = StringField(validators=[Optional()])
+    next = StringField(validators=[Optional(), Length(max=2048)])
 
 
 FIELD_MESSAGES = {

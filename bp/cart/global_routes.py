@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from quart import Blueprint, render_template, request
@@ -29,15 +28,19 @@ from bp.cart.services.check_sumup_status import order_id_for_checkout
 from bp.cart.services.order_queries import get_order_for_owner
 from bp.cart.services.update_cart import add_to_cart, remove_from_cart, set_quantity
 from bp.cart.services.webhook_tokens import webhook_token_is_valid
+from services.csrf import bind_form
 from services.db import db_session
 from services.errors import NotFoundError, PaymentProviderError
+from services.input_guard import json_body, query_natural
 from services.order_lifecycle import get_entries_for_order
-from services.web import bind_form
+from services.rate_limits import rate_limited
+from services.status_throttle import status_check_due
 
 bp = Blueprint("cart_global", __name__, url_prefix="/cart")
 
 
 @bp.post("/add/<id:product_id>/")
+@rate_limited("write")
 async def add(product_id: int) -> Any:
     """Put a product in the cart (quantity 1 unless the form says more)."""
     form = await bind_form(AddForm)
@@ -55,6 +58,7 @@ async def add(product_id: int) -> Any:
 
 
 @bp.post("/update/<id:product_id>/")
+@rate_limited("write")
 async def update(product_id: int) -> Any:
     """Set how many of a product the cart holds; 0 takes it out."""
     form = await bind_form(UpdateForm)
@@ -77,6 +81,7 @@ async def update(product_id: int) -> Any:
 
 
 @bp.post("/remove/<id:product_id>/")
+@rate_limited("write")
 async def remove(product_id: int) -> Any:
     """Take a product out of the cart."""
     form = await bind_form(RemoveForm)
@@ -91,6 +96,7 @@ async def remove(product_id: int) -> Any:
 
 
 @bp.post("/entries/<id:entry_id>/remove/")
+@rate_limited("write")
 async def remove_entry(entry_id: int) -> Any:
     """Take a pending booking out of the cart."""
     form = await bind_form(PlainForm)
@@ -99,18 +105,23 @@ async def remove_entry(entry_id: int) -> Any:
 
 
 @bp.post("/checkout/")
+@rate_limited("write")
 async def checkout() -> Any:
     """Whole-cart checkout: an order, then SumUp's hosted payment page."""
     return await checkout_and_pay(None)
 
 
 @bp.post("/checkout/webhook/<bigid:order_id>/")
+@rate_limited("webhook")
 async def webhook(order_id: int) -> Any:
     """SumUp's status notification: verified by fetching the checkout, never trusted."""
     token = request.args.get("token", "")
-    if not webhook_token_is_valid(settings().secret_key.reveal(), order_id, token):
+    # compare_digest raises on non-ASCII text: such a token is simply wrong.
+    if not token.isascii() or not webhook_token_is_valid(
+        settings().secret_key.reveal(), order_id, token
+    ):
         return "", 404
-    body = await request.get_json(force=True, silent=True)
+    body = await json_body()
     event = body.get("event_type") if isinstance(body, dict) else None
     if event != "CHECKOUT_STATUS_CHANGED":
         return "", 204
@@ -125,6 +136,7 @@ async def webhook(order_id: int) -> Any:
 
 
 @bp.post("/checkout/events/")
+@rate_limited("webhook")
 async def signed_event() -> Any:
     """SumUp's signed event notifications (`checkouts.*`), when a signing secret is set."""
     secret = settings().sumup.webhook_signing_secret
@@ -137,10 +149,7 @@ async def signed_event() -> Any:
         )
     except EventSignatureError:
         return {"error": "Bad signature", "message": "The event signature is not valid."}, 401
-    try:
-        event = json.loads(body)
-    except ValueError:
-        return {"error": "Bad request", "message": "The event is not JSON."}, 400
+    event = await json_body()
     target = event.get("object") if isinstance(event, dict) else None
     if not isinstance(target, dict) or target.get("type") != "checkout":
         return "", 204
@@ -156,14 +165,14 @@ async def signed_event() -> Any:
 
 
 @bp.get("/checkout/return/<bigid:order_id>/")
+@rate_limited("status")
 async def checkout_return(order_id: int) -> Any:
     """Where SumUp sends the shopper back: paid, still confirming, or failed."""
     db = db_session()
     order = await get_order_for_owner(db, current_identity(), order_id)
-    check = request.args.get("check", "0")
-    tries = int(check) if check.isdigit() else 0
+    tries = query_natural("check", default=0)
     unreachable = False
-    if order.is_unpaid and order.current_attempt_id:
+    if order.is_unpaid and order.current_attempt_id and await status_check_due(order.id):
         try:
             order = await check_payment(order.id)
         except PaymentProviderError:

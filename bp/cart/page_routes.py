@@ -9,6 +9,7 @@ from quart import Blueprint, render_template
 from bp.cart.responses import checkout_and_pay, current_identity, settings
 from bp.cart.services.page_cart import get_cart_view, get_page
 from services.db import db_session
+from services.rate_limits import rate_limited
 
 bp = Blueprint("cart_page", __name__, url_prefix="/cart")
 
@@ -24,6 +25,7 @@ async def page_cart(page_slug: str) -> str:
 
 
 @bp.post("/<page_slug>/checkout/")
+@rate_limited("write")
 async def page_checkout(page_slug: str) -> Any:
     """Pay for one page's part of the cart, with the page's own SumUp account if it has one."""
     return await checkout_and_pay(await get_page(db_session(), page_slug))

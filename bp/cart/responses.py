@@ -19,9 +19,11 @@ from bp.cart.services.refunds import settle_pending_refunds
 from bp.cart.services.summary import get_cart_summary
 from config import Settings
 from models import Order
+from services.csrf import bind_form
 from services.db import db_session
+from services.error_pages import wants_json
 from services.errors import PaymentProviderError
-from services.web import bind_form, safe_next, wants_json
+from services.redirects import safe_next
 
 
 def settings() -> Settings:

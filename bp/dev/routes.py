@@ -20,10 +20,11 @@ from bp.cart.services.calendar_cart import add_entry_to_cart
 from bp.cart.services.identity import USER_KEY
 from models import Calendar, MarketPlace, Post, Product, User
 from sandbox.demo_data import DEMO_SLOTS
+from services.csrf import CsrfForm, bind_form
 from services.db import db_session
 from services.errors import NotFoundError, ServiceError
+from services.rate_limits import rate_limited
 from services.sessions import RedisSession
-from services.web import CsrfForm, bind_form
 
 bp = Blueprint("dev", __name__, url_prefix="/dev")
 
@@ -40,6 +41,7 @@ async def login_page() -> str:
 
 
 @bp.post("/login")
+@rate_limited("write")
 async def login() -> WerkzeugResponse:
     """Sign in as an existing user: put `uid` in the shared session, as the blog app does."""
     form = await bind_form(LoginForm)
@@ -56,6 +58,7 @@ async def login() -> WerkzeugResponse:
 
 
 @bp.post("/logout")
+@rate_limited("write")
 async def logout() -> WerkzeugResponse:
     """Sign out: the whole session goes, as with the blog app."""
     await bind_form(PlainForm)
@@ -91,6 +94,7 @@ def _slot_start(days_ahead: int) -> datetime:
 
 
 @bp.post("/shop/book/<slot_key>/")
+@rate_limited("write")
 async def book(slot_key: str) -> Any:
     """Book a demo slot: a pending calendar entry in the cart."""
     form = await bind_form(PlainForm)

@@ -11,6 +11,7 @@ from bp.cart.services.order_queries import load_order
 from bp.cart.services.refunds import RefundAsk, parse_refund_amount, refund_order, refunds_of_order
 from services.errors import ServiceError
 from services.events import money_string
+from services.input_guard import json_body
 
 bp = Blueprint("order_internal", __name__, url_prefix="/internal/orders")
 
@@ -30,7 +31,7 @@ async def _refund_ask(order_id: int) -> RefundAsk:
             "is required."
         )
     raw = await request.get_data()
-    body = await request.get_json(force=True, silent=True) if raw.strip() else {}
+    body = await json_body() if raw.strip() else {}
     if not isinstance(body, dict):
         raise BadRefundRequest('The body must be a JSON object like {"amount": "1.50"}.')
     reason = body.get("reason", "")

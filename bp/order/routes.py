@@ -11,9 +11,11 @@ from bp.cart.responses import check_payment, checkout_context, current_identity,
 from bp.cart.services.cancel_order import CancelOutcome, cancel_order
 from bp.cart.services.order_queries import get_order_for_owner, get_order_history
 from bp.cart.services.refunds import refunds_of_order
+from services.csrf import bind_form
 from services.db import db_session
 from services.order_lifecycle import get_entries_for_order
-from services.web import bind_form
+from services.rate_limits import rate_limited
+from services.status_throttle import status_check_due
 
 bp = Blueprint("order", __name__, url_prefix="/orders")
 
@@ -36,6 +38,7 @@ async def detail(order_id: int) -> str:
 
 
 @bp.post("/<bigid:order_id>/pay/")
+@rate_limited("pay")
 async def pay(order_id: int) -> Any:
     """Pay an unpaid order (again): a new SumUp checkout; the previous one is retired."""
     await bind_form(PlainForm)
@@ -50,12 +53,14 @@ async def pay(order_id: int) -> Any:
 
 
 @bp.post("/<bigid:order_id>/recheck/")
+@rate_limited("status")
 async def recheck(order_id: int) -> Any:
     """Ask SumUp for the payment status now, then show the order."""
     await bind_form(PlainForm)
     db = db_session()
     order = await get_order_for_owner(db, current_identity(), order_id)
-    order = await check_payment(order.id)
+    if await status_check_due(order.id):
+        order = await check_payment(order.id)
     await flash(f"Order {order.number} is {order.status}.", "success")
     return redirect(url_for("order.detail", order_id=order.id), 303)
 
@@ -68,6 +73,7 @@ CANCEL_MESSAGES = {
 
 
 @bp.post("/<bigid:order_id>/cancel/")
+@rate_limited("write")
 async def cancel(order_id: int) -> Any:
     """Cancel an unpaid order: SumUp checkout deactivated, bookings back in the cart."""
     await bind_form(PlainForm)

@@ -22,6 +22,7 @@ from bp.cart.services.identity import (
     pending_merge,
 )
 from services.sessions import RedisSession
+from tests.conftest import REDIS_PREFIX
 from tests.factories import make_product, make_shop, make_user
 from tests.shopper import add, csrf_token, login, page_text, post_form
 
@@ -63,13 +64,14 @@ async def test_viewing_the_cart_creates_no_session(
     assert await stored_session(app, client, redis) is None
 
 
-async def test_a_page_with_forms_has_a_session_but_no_cart_identity(
+async def test_a_page_with_forms_stores_no_session_only_an_anchor_cookie(
     app: Quart, client: Client, redis: Redis
 ) -> None:
-    await csrf_token(client, "/dev/login")  # the CSRF token needs a session
-    stored = await stored_session(app, client, redis)
-    assert stored is not None
-    assert ANONYMOUS_KEY not in stored and USER_KEY not in stored
+    await csrf_token(client, "/dev/login")  # the CSRF token is bound to the anchor cookie
+    assert client.cookie_jar is not None
+    assert [cookie.name for cookie in client.cookie_jar] == ["cart_anchor"]
+    assert await stored_session(app, client, redis) is None
+    assert [key async for key in redis.scan_iter(match=f"{REDIS_PREFIX}*")] == []
 
 
 async def test_first_cart_write_creates_the_anonymous_id_and_later_writes_reuse_it(

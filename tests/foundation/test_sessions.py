@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -90,3 +91,151 @@ async def test_secure_flag_follows_the_setting(settings: Any) -> None:
     async with app.test_app() as test_app:
         response = await test_app.test_client().get("/t/write")
     assert "Secure" in response.headers["Set-Cookie"]
+
+
+# --- saved as changes, merged with what Redis holds (issue 11, case 7) ---------------
+
+
+@pytest.fixture
+async def changes_app(settings: Any) -> Any:
+    """Routes that read the session, wait to be released, then change one key."""
+    import asyncio
+
+    from app import create_app
+
+    app: Quart = create_app(settings)
+    release = asyncio.Event()
+    app.config["RELEASE"] = release
+
+    @app.get("/t/write")
+    async def write() -> str:
+        session["basket"] = "full"
+        return "ok"
+
+    @app.get("/t/slow-write")
+    async def slow_write() -> str:
+        assert "uid" not in session  # read before the other app's login landed
+        await release.wait()
+        session["basket"] = "changed"
+        return "ok"
+
+    @app.get("/t/refused-write")
+    async def refused_write() -> tuple[str, int]:
+        session["basket"] = "refused"
+        return "no", 422
+
+    @app.get("/t/read")
+    async def read() -> str:
+        return str(session.get("basket", "none"))
+
+    async with app.test_app() as test_app:
+        yield test_app
+
+
+async def _stored(redis: Redis) -> dict[str, Any]:
+    [key] = await _session_keys(redis)
+    raw = await redis.get(key)
+    assert raw is not None
+    data: dict[str, Any] = json.loads(raw)
+    return data
+
+
+async def test_a_request_overlapping_a_login_in_another_app_keeps_the_login(
+    changes_app: Any, redis: Redis
+) -> None:
+    import asyncio
+
+    client = changes_app.test_client()
+    await client.get("/t/write")
+    slow = asyncio.create_task(client.get("/t/slow-write"))
+    await asyncio.sleep(0.2)  # the slow request has read the session by now
+    [key] = await _session_keys(redis)
+    # The blog app signs the shopper in meanwhile: it writes the whole session.
+    await redis.set(key, json.dumps({"basket": "full", "uid": 7}), keepttl=True)
+    changes_app.app.config["RELEASE"].set()
+    assert (await slow).status_code == 200
+    assert await _stored(redis) == {"basket": "changed", "uid": 7}
+
+
+async def test_a_key_removed_elsewhere_is_not_written_back_by_a_request_that_left_it_alone(
+    changes_app: Any, redis: Redis
+) -> None:
+    client = changes_app.test_client()
+    await client.get("/t/write")
+    [key] = await _session_keys(redis)
+    await redis.set(key, json.dumps({"basket": "full", "uid": 7}), keepttl=True)
+    await client.get("/t/write")
+    # Another app signs the shopper out by removing uid; our next write must not revive it.
+    await redis.set(key, json.dumps({"basket": "full"}), keepttl=True)
+    await client.get("/t/write")
+    assert await _stored(redis) == {"basket": "full"}
+
+
+async def test_a_refused_request_writes_nothing_to_the_session(
+    changes_app: Any, redis: Redis
+) -> None:
+    client = changes_app.test_client()
+    assert (await client.get("/t/refused-write")).status_code == 422
+    assert await _session_keys(redis) == []
+    await client.get("/t/write")
+    await client.get("/t/refused-write")
+    assert await _stored(redis) == {"basket": "full"}
+
+
+async def test_the_stored_format_is_compact_json_a_sibling_app_reads(
+    changes_app: Any, redis: Redis, settings: Any
+) -> None:
+    from itsdangerous import Signer
+
+    client = changes_app.test_client()
+    response = await client.get("/t/write")
+    [key] = await _session_keys(redis)
+    assert await redis.get(key) == b'{"basket":"full"}'
+    cookie = response.headers["Set-Cookie"].split(";")[0].split("=", 1)[1]
+    sid = Signer(settings.secret_key.reveal(), salt="coop-session").unsign(cookie).decode()
+    assert key.decode().endswith(sid)
+
+
+async def test_the_ttl_slides_when_the_session_is_used_without_a_write(
+    changes_app: Any, redis: Redis, settings: Any
+) -> None:
+    client = changes_app.test_client()
+    await client.get("/t/write")
+    [key] = await _session_keys(redis)
+    await redis.expire(key, 120)  # as if it had not been used for most of its life
+    response = await client.get("/t/read")
+    assert await response.get_data(as_text=True) == "full"
+    assert await redis.ttl(key) > settings.session.ttl_seconds - 60
+    assert f"Max-Age={settings.session.ttl_seconds}" in response.headers["Set-Cookie"]
+
+
+async def test_a_fresh_session_read_again_is_not_rewritten(changes_app: Any, redis: Redis) -> None:
+    client = changes_app.test_client()
+    await client.get("/t/write")
+    response = await client.get("/t/read")
+    assert "Set-Cookie" not in response.headers
+
+
+async def test_a_flood_of_refused_posts_stores_no_session(
+    app: Quart, db: Any, redis: Redis
+) -> None:
+    """Issue 11, case 2: 900 refused cookieless POSTs in 5 s made 907 keys in Redis."""
+    from tests.factories import make_product, make_shop
+    from tests.shopper import csrf_token
+
+    _, market = await make_shop(db)
+    product = await make_product(db, market)
+    statuses = []
+    for n in range(150):
+        response = await app.test_client().post(f"/cart/add/{product.id}/", form={"n": str(n)})
+        statuses.append(response.status_code)
+    browser = app.test_client()
+    token = await csrf_token(browser)
+    for path, quantity in [(f"/cart/add/{product.id}/", "abc"), ("/cart/add/999999/", "1")]:
+        for _ in range(50):
+            response = await browser.post(path, form={"csrf_token": token, "quantity": quantity})
+            statuses.append(response.status_code)
+    assert set(statuses) <= {400, 404, 422, 429} and statuses.count(400) == 150
+    assert await _session_keys(redis) == []
+    # What is left are the rate limits' counters: one per address and browser, expiring.
+    assert len([key async for key in redis.scan_iter(match=f"{REDIS_PREFIX}*")]) <= 3

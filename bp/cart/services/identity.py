@@ -2,7 +2,9 @@
 
 The blog app puts `uid` in the shared session at login. Shoppers who are not signed
 in get an anonymous id (`cart_sid`) on their first cart write, not on every page
-view. These functions read and write only the session mapping they are given.
+view; it is kept only when that write succeeds (the session store drops the changes
+of a refused request). These functions read and write only the session mapping
+they are given.
 """
 
 from __future__ import annotations
@@ -52,7 +54,8 @@ def _user_id(session: Mapping[str, Any]) -> int | None:
     value = session.get(USER_KEY)
     if isinstance(value, int) and not isinstance(value, bool) and value > 0:
         return value
-    if isinstance(value, str) and value.isdigit():
+    # ASCII digits only: "²".isdigit() is true but int("²") fails.
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) < 19:
         return int(value)
     return None
 
@@ -69,9 +72,10 @@ def identity_from_session(session: Mapping[str, Any]) -> Identity | None:
 
 
 def _anonymous_id(session: Mapping[str, Any]) -> str:
-    # Derived from the session's own id when it has one, so that first writes racing
-    # in one session (a double click on "add") share one cart; last write of the
-    # session would otherwise win and orphan the others' lines.
+    # Derived from the session's id when it has one (for a browser whose session is
+    # not stored yet, the id derived from its anchor cookie), so that first writes
+    # racing in one browser (a double click on "add") share one cart, and a first
+    # write retried after a failure finds the same one.
     sid = getattr(session, "sid", None)
     if not isinstance(sid, str) or not sid:
         return secrets.token_urlsafe(24)
