@@ -8,8 +8,6 @@ handlers and the CLI commands. `app = create_app()` below keeps the seed's
 
 from __future__ import annotations
 
-import logging
-import sys
 from typing import Any
 
 from quart import Quart
@@ -17,26 +15,15 @@ from quart import Quart
 import path_setup  # noqa: F401  (puts the project root on sys.path)
 from bp.cart.context import init_cart_context
 from config import ConfigError, Settings, load_settings
+from config.settings import report_config_error
 from services.background import init_background_tasks
 from services.db import init_db
+from services.logging_setup import init_request_logging, setup_logging
 from services.metrics import init_metrics
 from services.redis_client import create_redis
 from services.sessions import RedisSessionInterface
 from services.sumup import init_sumup
 from services.web import init_error_handlers, init_templates, init_url_converters
-
-log = logging.getLogger("cart")
-
-
-def configure_logging() -> None:
-    """One line per record on stderr; never configured twice."""
-    root = logging.getLogger()
-    if not root.handlers:
-        logging.basicConfig(
-            level=logging.INFO,
-            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        )
-        logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
 
 
 def _register_blueprints(app: Quart, settings: Settings) -> None:
@@ -71,8 +58,8 @@ def _register_blueprints(app: Quart, settings: Settings) -> None:
 
 def create_app(settings: Settings | None = None, **config: Any) -> Quart:
     """Build the cart app; `settings` defaults to the file plus the environment."""
-    configure_logging()
     settings = settings or load_settings()
+    setup_logging(settings)
     app = Quart(__name__, template_folder="templates", static_folder="static")
     app.config.update(
         SETTINGS=settings,
@@ -94,6 +81,7 @@ def create_app(settings: Settings | None = None, **config: Any) -> Quart:
     async def _close_redis() -> None:
         await app.extensions["redis"].aclose()
 
+    init_request_logging(app)
     init_db(app)
     init_sumup(app)
     init_metrics(app)
@@ -110,7 +98,7 @@ def _create_app_or_exit() -> Quart:
     try:
         return create_app()
     except ConfigError as error:
-        print(f"cart: configuration error: {error}", file=sys.stderr)
+        report_config_error(error)
         raise SystemExit(2) from None
 
 
