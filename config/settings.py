@@ -24,8 +24,12 @@ from pydantic import ValidationError as PydanticValidationError
 from pydantic.dataclasses import dataclass
 from pydantic.fields import FieldInfo
 from pydantic_core import ErrorDetails, PydanticCustomError, PydanticUndefined
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
-from pydantic_settings import YamlConfigSettingsSource
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
@@ -201,9 +205,9 @@ class ServerSettings:
 class LogSettings:
     # json: one JSON object per line (production); console: aligned, coloured text.
     format: Literal["json", "console"] | None = setting(None, env="LOG_FORMAT")
-    level: Annotated[
-        Literal["DEBUG", "INFO", "WARNING", "ERROR"], BeforeValidator(_upper)
-    ] = setting("INFO", env="LOG_LEVEL")
+    level: Annotated[Literal["DEBUG", "INFO", "WARNING", "ERROR"], BeforeValidator(_upper)] = (
+        setting("INFO", env="LOG_LEVEL")
+    )
 
 
 @dataclass(frozen=True, config=FROZEN)
@@ -318,7 +322,7 @@ def _gather(env: Mapping[str, str], config_file: Path) -> dict[str, Any]:
         EnvironmentSource(_GatheredSettings, env),
         YamlConfigSettingsSource(_GatheredSettings, yaml_file=config_file),
     )
-    gathered = _GatheredSettings(_build_sources=(sources, {}))
+    gathered = _GatheredSettings(_build_sources=(sources, {}))  # type: ignore[call-arg]
     return dict(gathered.model_extra or {})
 
 
@@ -368,13 +372,19 @@ def _problems(error: PydanticValidationError, config_file: Path) -> list[str]:
     return list(dict.fromkeys(lines))
 
 
+def _section(raw: Mapping[str, Any], name: str) -> Mapping[str, Any]:
+    value = raw.get(name)
+    return value if isinstance(value, dict) else {}
+
+
 def _policy_problems(raw: Mapping[str, Any], env_name: str) -> list[str]:
     """Rules across settings; production refuses what would only fail later."""
-    sumup = raw.get("sumup") if isinstance(raw.get("sumup"), dict) else {}
-    session = raw.get("session") if isinstance(raw.get("session"), dict) else {}
+    sumup, session = _section(raw, "sumup"), _section(raw, "session")
     has_key, has_code = bool(sumup.get("api_key")), bool(sumup.get("merchant_code"))
     if env_name != "production":
-        return ["SUMUP_MERCHANT_CODE must be set when SUMUP_API_KEY is"] * (has_key and not has_code)
+        return ["SUMUP_MERCHANT_CODE must be set when SUMUP_API_KEY is"] * (
+            has_key and not has_code
+        )
     problems = []
     if not raw.get("public_url"):
         problems.append("PUBLIC_URL must be set in production (webhook and return URLs)")
@@ -390,7 +400,9 @@ def _policy_problems(raw: Mapping[str, Any], env_name: str) -> list[str]:
 _SETTINGS = TypeAdapter(Settings)
 
 
-def load_settings(env: Mapping[str, str] | None = None, config_file: Path = CONFIG_FILE) -> Settings:
+def load_settings(
+    env: Mapping[str, str] | None = None, config_file: Path = CONFIG_FILE
+) -> Settings:
     """Build validated settings from the YAML file and the environment (env wins)."""
     env = os.environ if env is None else env
     raw = _gather(env, config_file)

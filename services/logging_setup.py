@@ -114,7 +114,7 @@ def _shared_processors(redactor: _Redactor) -> list[Any]:
     ]
 
 
-class _OurHandler(logging.StreamHandler):  # type: ignore[type-arg]
+class _OurHandler(logging.StreamHandler):
     """Marks the handler this module installed, so configuring again replaces it."""
 
 

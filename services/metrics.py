@@ -136,7 +136,7 @@ def process_metrics() -> bytes:
     """The counters and histograms: of all workers in multiprocess mode, else this one's."""
     if os.environ.get(MULTIPROC_ENV):
         registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        multiprocess.MultiProcessCollector(registry)
         return generate_latest(registry)
     return generate_latest(REGISTRY)
 
@@ -154,7 +154,7 @@ class _Families:
 def render(families: list[Metric]) -> bytes:
     """The families in Prometheus' text format."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Families(families))  # type: ignore[arg-type]
+    registry.register(_Families(families))
     return generate_latest(registry)
 
 
@@ -272,4 +272,3 @@ async def database_gauges(engine: AsyncEngine) -> list[Metric]:
 def metrics_response(body: bytes) -> Response:
     """A Prometheus text answer."""
     return Response(body, content_type=CONTENT_TYPE_LATEST)
-

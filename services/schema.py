@@ -28,7 +28,7 @@ BRANCHES = ("siblings", "cart")
 # Advisory lock key (per database) held by the transaction that migrates: "cart-mig".
 MIGRATION_LOCK = 0x636172742D6D6967
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("services.schema")
 
 
 class DatabaseUnavailable(Exception):

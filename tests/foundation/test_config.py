@@ -104,7 +104,9 @@ def test_every_bad_setting_is_reported_at_once_one_line_each() -> None:
 def test_a_typo_in_the_file_is_named(tmp_path: Path) -> None:
     config_file = tmp_path / "app-config.yaml"
     config_file.write_text("orders:\n  page_sise: 5\n")
-    with pytest.raises(ConfigError, match=r"orders\.page_sise \(app-config.yaml\) is not a setting"):
+    with pytest.raises(
+        ConfigError, match=r"orders\.page_sise \(app-config.yaml\) is not a setting"
+    ):
         load_settings(GOOD, config_file)
 
 
