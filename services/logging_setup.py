@@ -10,6 +10,7 @@ is echoed in the response and available to any code through `current_request_id(
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sys
 import time
@@ -218,6 +219,7 @@ def init_request_logging(app: Quart) -> None:
                 "route": rule.rule if rule is not None else "unmatched",
                 "status": response.status_code,
                 "duration_ms": duration_ms,
+                "pid": os.getpid(),  # which worker served it
             },
         )
         return response
