@@ -107,7 +107,9 @@ class Instance:
             while time.monotonic() < deadline:
                 assert self.process is not None
                 if self.process.poll() is not None:
-                    raise AssertionError(f"instance exited {self.process.returncode}:\n{self.log()}")
+                    raise AssertionError(
+                        f"instance exited {self.process.returncode}:\n{self.log()}"
+                    )
                 try:
                     if (await client.get(f"{self.base_url}/readyz")).status_code == 200:
                         return

@@ -103,9 +103,7 @@ async def test_sigterm_under_load_with_two_workers_loses_no_request(
     )
     checkout_ids = {checkout_id_from(response) for response in responses}
     recorded = set(
-        await db.scalars(
-            select(Order.sumup_checkout_id).execution_options(populate_existing=True)
-        )
+        await db.scalars(select(Order.sumup_checkout_id).execution_options(populate_existing=True))
     )
     assert len(checkout_ids) == 6
     assert recorded == checkout_ids
