@@ -119,14 +119,8 @@ class _OurHandler(logging.StreamHandler):
     """Marks the handler this module installed, so configuring again replaces it."""
 
 
-def configure_logging(*, json: bool, level: str = "INFO", secrets: Iterable[str] = ()) -> None:
-    """Render every stdlib record as JSON (`json`) or readable text, once per process.
-
-    A root logger that already has handlers not made here (pytest's, an embedding
-    program's) keeps them; only ours is replaced.
-    """
-    redactor = _Redactor(secrets)
-    shared = _shared_processors(redactor)
+def log_formatter(*, json: bool, secrets: Iterable[str] = ()) -> logging.Formatter:
+    """The formatter of every record: JSON (`json`) or readable text, secrets scrubbed."""
     renderer: Any = (
         structlog.processors.JSONRenderer(sort_keys=False)
         if json
@@ -134,14 +128,25 @@ def configure_logging(*, json: bool, level: str = "INFO", secrets: Iterable[str]
             colors=sys.stderr.isatty(), event_key="message", pad_event_to=40
         )
     )
-    formatter = structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=shared,
+    return structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=_shared_processors(_Redactor(secrets)),
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
     )
+
+
+def configure_logging(*, json: bool, level: str = "INFO", secrets: Iterable[str] = ()) -> None:
+    """Render every stdlib record with `log_formatter`, once per process.
+
+    A root logger that already has handlers not made here (pytest's, an embedding
+    program's) keeps them; only ours is replaced.
+    """
+    secrets = list(secrets)
+    formatter = log_formatter(json=json, secrets=secrets)
+    # structlog's own loggers (structlog.get_logger) end in the same formatter.
     structlog.configure(
         processors=[
             structlog.stdlib.filter_by_level,
-            *shared,
+            *_shared_processors(_Redactor(secrets)),
             structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
         ],
         logger_factory=structlog.stdlib.LoggerFactory(),

@@ -27,9 +27,11 @@ import asyncpg
 import httpx
 from itsdangerous import Signer
 from redis.asyncio import Redis
+from sqlalchemy import select
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from models import Order
 from sandbox.embedded import asyncpg_dsn
 from services.sessions import RedisSessionInterface
 from tests.conftest import REDIS_PREFIX, ROOT, free_port
@@ -93,16 +95,16 @@ class Instance:
     def start(self) -> None:
         self._log = self.log_path.open("wb")
         self.process = subprocess.Popen(
-            ["sh", str(ROOT / "entrypoint.sh")],
+            ["/bin/sh", str(ROOT / "entrypoint.sh")],
             cwd=ROOT,
             env=self.env,
             stdout=self._log,
             stderr=subprocess.STDOUT,
         )
 
-    async def wait_ready(self, timeout: float = 60.0) -> None:
+    async def wait_ready(self, within: float = 60.0) -> None:
         """Until /readyz answers 200; fails early if the process exits."""
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + within
         async with httpx.AsyncClient(timeout=2) as client:
             while time.monotonic() < deadline:
                 assert self.process is not None
@@ -116,7 +118,7 @@ class Instance:
                 except httpx.HTTPError:
                     pass
                 await asyncio.sleep(0.2)
-        raise AssertionError(f"instance not ready within {timeout}s:\n{self.log()}")
+        raise AssertionError(f"instance not ready within {within}s:\n{self.log()}")
 
     def terminate(self) -> None:
         """SIGTERM, as `docker stop` sends it."""
@@ -192,7 +194,7 @@ async def logged_in_cookie(redis: Redis, user_id: int) -> str:
 async def shopper_with_a_line(db: AsyncSession, redis: Redis) -> str:
     """A logged-in shopper with one product in the cart; returns their session cookie."""
     user = await make_user(db)
-    page, market = await make_shop(db)
+    _page, market = await make_shop(db)
     product = await make_product(db, market)
     await make_line(db, product, quantity=2, user_id=user.id)
     return await logged_in_cookie(redis, user.id)
@@ -226,6 +228,17 @@ def checkout_id_from(response: httpx.Response) -> str:
     """The SumUp checkout a checkout answer sends the shopper to pay."""
     assert response.status_code == 303, response.text
     return response.headers["Location"].rstrip("/").rpartition("/")[2]
+
+
+async def wait_until_paid(db: AsyncSession, within: float = 20) -> Order:
+    """The order once SumUp's webhook has made it paid."""
+    deadline = time.monotonic() + within
+    while True:
+        order = await db.scalar(select(Order).execution_options(populate_existing=True))
+        if order is not None and order.status == "paid":
+            return order
+        assert time.monotonic() < deadline, f"order not paid: {order and order.status}"
+        await asyncio.sleep(0.1)
 
 
 def unused_port() -> int:

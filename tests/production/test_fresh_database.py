@@ -14,11 +14,10 @@ from typing import Any
 
 import pytest
 from redis.asyncio import Redis
-from sqlalchemy import select, text
+from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 
-from models import Order
 from services.db import create_sessionmaker
 from services.schema import branch_head, upgrade
 from tests.conftest import ROOT
@@ -31,6 +30,7 @@ from tests.production.servers import (
     running,
     shopper_with_a_line,
     unused_port,
+    wait_until_paid,
 )
 
 
@@ -59,16 +59,6 @@ async def _sibling_tables(url: str) -> None:
     await engine.dispose()
 
 
-async def _wait_until_paid(db: AsyncSession, timeout: float = 20) -> Order:
-    deadline = time.monotonic() + timeout
-    while True:
-        order = await db.scalar(select(Order).execution_options(populate_existing=True))
-        if order is not None and order.status == "paid":
-            return order
-        assert time.monotonic() < deadline, f"order not paid: {order and order.status}"
-        await asyncio.sleep(0.1)
-
-
 @pytest.mark.xfail(strict=True, reason="needs the cart-branch outbox migration (lead)")
 async def test_a_fresh_database_migrated_by_the_entrypoint_alone_takes_a_checkout_to_paid(
     redis: Redis, sumup_sandbox: Any, sandbox_control: Any, tmp_path: Path
@@ -86,7 +76,7 @@ async def test_a_fresh_database_migrated_by_the_entrypoint_alone_takes_a_checkou
                     answer = await shopper.checkout()
                     assert answer.status_code == 303, instance.log()[-3000:]
                     await sandbox_control.pay(checkout_id_from(answer))
-                    order = await _wait_until_paid(db)
+                    order = await wait_until_paid(db)
                 finally:
                     await shopper.aclose()
             assert order.paid_at is not None
@@ -112,7 +102,7 @@ async def test_four_instances_started_at_once_on_one_fresh_database_all_serve(
         try:
             for instance in instances:
                 instance.start()
-            await asyncio.gather(*(instance.wait_ready(timeout=90) for instance in instances))
+            await asyncio.gather(*(instance.wait_ready(within=90) for instance in instances))
         finally:
             for instance in instances:
                 instance.stop()
@@ -159,7 +149,7 @@ async def test_the_entrypoint_gives_up_on_an_absent_postgresql_in_time_one_line_
     started = time.monotonic()
     result = await asyncio.to_thread(
         subprocess.run,
-        ["sh", str(ROOT / "entrypoint.sh")],
+        ["/bin/sh", str(ROOT / "entrypoint.sh")],
         cwd=ROOT,
         env=env,
         capture_output=True,

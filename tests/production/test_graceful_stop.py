@@ -36,9 +36,9 @@ async def fresh_sandbox(sandbox_control: Any) -> None:
     await sandbox_control.reset()
 
 
-async def _creates_started(sandbox_control: Any, count: int, timeout: float = 10) -> None:
+async def _creates_started(sandbox_control: Any, count: int, within: float = 10) -> None:
     """Until SumUp has been asked `count` times: every checkout is in its slow call."""
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + within
     while (await sandbox_control.stats())["create_attempts"] < count:
         assert time.monotonic() < deadline, "the checkouts never reached SumUp"
         await asyncio.sleep(0.05)

@@ -4,19 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import os
-import time
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from models import Order
 from tests.orders.factories import make_order
 from tests.production.servers import (
     SECRETS,
@@ -27,6 +23,7 @@ from tests.production.servers import (
     running,
     shopper_with_a_line,
     unused_port,
+    wait_until_paid,
 )
 
 WORKERS = 2
@@ -133,16 +130,6 @@ async def test_metrics_need_the_metrics_token(instance: Instance, token: str | N
     assert "cart_http_requests_total" not in response.text
 
 
-async def _wait_until_paid(db: AsyncSession, timeout: float = 20) -> Order:
-    deadline = time.monotonic() + timeout
-    while True:
-        order = await db.scalar(select(Order).execution_options(populate_existing=True))
-        if order is not None and order.status == "paid":
-            return order
-        assert time.monotonic() < deadline, f"order not paid: {order and order.status}"
-        await asyncio.sleep(0.1)
-
-
 async def test_the_log_of_a_whole_checkout_is_json_with_request_ids_and_no_secrets(
     instance: Instance, db: AsyncSession, redis: Redis, sandbox_control: Any
 ) -> None:
@@ -151,7 +138,7 @@ async def test_the_log_of_a_whole_checkout_is_json_with_request_ids_and_no_secre
     try:
         checkout_id = checkout_id_from(await shopper.checkout())
         await sandbox_control.pay(checkout_id)  # SumUp's webhook reaches the instance
-        order = await _wait_until_paid(db)
+        order = await wait_until_paid(db)
         back = await shopper.client.get(f"/cart/checkout/return/{order.id}/")
         assert back.status_code == 200
     finally:
