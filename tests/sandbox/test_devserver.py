@@ -60,6 +60,17 @@ def _wait_serving(port: int, process: subprocess.Popen[str], within: float = 90)
     raise AssertionError("make run never served")
 
 
+def _stop(process: subprocess.Popen[str]) -> None:
+    """Test clean-up: the orderly stop first, so a failing test leaves nothing running."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -140,8 +151,7 @@ def test_sigterm_stops_everything_it_started(tmp_path: Path) -> None:
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=60) == 0
     finally:
-        if process.poll() is None:
-            process.kill()
+        _stop(process)
     _wait_gone(list(children.values()))
     assert _port_free(port) and _port_free(sandbox_port)
     assert not (tmp_path / PID_FILE).exists()
@@ -150,7 +160,11 @@ def test_sigterm_stops_everything_it_started(tmp_path: Path) -> None:
 def test_the_next_run_stops_what_an_unclean_exit_left_behind(tmp_path: Path) -> None:
     port, sandbox_port = free_port(), free_port()
     first = _start(tmp_path, port, sandbox_port)
-    _wait_serving(port, first)
+    try:
+        _wait_serving(port, first)
+    except AssertionError:
+        _stop(first)
+        raise
     left = _children(tmp_path)
     first.kill()  # SIGKILL: no clean-up at all
     first.wait()
@@ -165,8 +179,7 @@ def test_the_next_run_stops_what_an_unclean_exit_left_behind(tmp_path: Path) -> 
         assert second.wait(timeout=60) == 0
         _wait_gone(list(_children_or_empty(tmp_path).values()))
     finally:
-        if second.poll() is None:
-            second.kill()
+        _stop(second)
     stderr = second.stderr.read() if second.stderr else ""
     assert "left by an unclean exit" in stderr
     assert _port_free(port) and _port_free(sandbox_port)
