@@ -166,8 +166,15 @@ async def test_the_entrypoint_gives_up_on_an_absent_postgresql_in_time_one_line_
     assert len(lines) == len(tries) + 1
 
 
-async def _forward(port: int, target: tuple[str, int]) -> asyncio.Server:
+async def _forward(port: int, database_url: str) -> asyncio.Server:
     """A TCP forwarder to PostgreSQL: the database 'comes up' when this starts."""
+    real = make_url(database_url)
+    socket_dir = real.query.get("host")
+
+    async def upstream() -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        if isinstance(socket_dir, str) and socket_dir.startswith("/"):  # the embedded server
+            return await asyncio.open_unix_connection(f"{socket_dir}/.s.PGSQL.{real.port or 5432}")
+        return await asyncio.open_connection(real.host or "127.0.0.1", real.port or 5432)
 
     async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         with contextlib.suppress(ConnectionError):
@@ -177,7 +184,7 @@ async def _forward(port: int, target: tuple[str, int]) -> asyncio.Server:
         writer.close()
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        upstream_reader, upstream_writer = await asyncio.open_connection(*target)
+        upstream_reader, upstream_writer = await upstream()
         await asyncio.gather(pipe(reader, upstream_writer), pipe(upstream_reader, writer))
 
     return await asyncio.start_server(handle, "127.0.0.1", port)
@@ -185,13 +192,16 @@ async def _forward(port: int, target: tuple[str, int]) -> asyncio.Server:
 
 async def test_the_entrypoint_waits_for_a_postgresql_that_comes_up_later() -> None:
     async with fresh_database() as url:
-        real = make_url(url)
         port = unused_port()
-        late = real.set(port=port, host="127.0.0.1").render_as_string(hide_password=False)
+        late = (
+            make_url(url)
+            .set(host="127.0.0.1", port=port, query={})
+            .render_as_string(hide_password=False)
+        )
         step = _schema_step(late, wait=30)
         await asyncio.sleep(3)
         assert step.poll() is None  # still waiting
-        server = await _forward(port, (real.host or "127.0.0.1", real.port or 5432))
+        server = await _forward(port, url)
         try:
             out, _ = await asyncio.to_thread(step.communicate, timeout=60)
         finally:
