@@ -97,7 +97,7 @@ def ensure_port_free(host: str, port: int, what: str) -> None:
 
 
 def _command_line(pid: int) -> str | None:
-    """The command line of a live process, None when there is none."""
+    """The command line of a live process, None when there is none (or only a zombie)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -105,12 +105,15 @@ def _command_line(pid: int) -> str | None:
     except PermissionError:
         return ""
     result = subprocess.run(
-        ["ps", "-o", "command=", "-p", str(pid)],  # noqa: S607 - ps from PATH
+        ["ps", "-o", "stat=,command=", "-p", str(pid)],  # noqa: S607 - ps from PATH
         capture_output=True,
         text=True,
         check=False,
     )
-    return result.stdout.strip() if result.returncode == 0 else None
+    state, _, command = result.stdout.strip().partition(" ")
+    if result.returncode != 0 or state.startswith("Z"):
+        return None
+    return command.strip()
 
 
 def _signal_child(pid: int, signum: int) -> None:
