@@ -1,9 +1,11 @@
 """The cart service's application factory.
 
-`create_app()` loads and validates the settings, wires the extensions (database,
-Redis sessions, SumUp clients, metrics), registers the blueprints, the error
-handlers and the CLI commands. `app = create_app()` below keeps the seed's
-`hypercorn app:app` working; a bad setting stops it with one line, not a traceback.
+`create_app()` loads and validates the settings, sets up logging (JSON in
+production, one access line per request with its request id), wires the extensions
+(database, Redis sessions, SumUp clients, metrics), registers the blueprints, the
+error handlers and the CLI commands. `app = create_app()` below is what the workers
+of `services.server` (and the seed's `hypercorn app:app`) serve; bad settings stop it
+with one line each, not a traceback.
 """
 
 from __future__ import annotations
