@@ -1,15 +1,15 @@
 """The cart service's application factory.
 
-`create_app()` loads and validates the settings, wires the extensions (database,
-Redis sessions, SumUp clients, metrics), registers the blueprints, the error
-handlers and the CLI commands. `app = create_app()` below keeps the seed's
-`hypercorn app:app` working; a bad setting stops it with one line, not a traceback.
+`create_app()` loads and validates the settings, sets up logging (JSON in
+production, one access line per request with its request id), wires the extensions
+(database, Redis sessions, SumUp clients, metrics), registers the blueprints, the
+error handlers and the CLI commands. `app = create_app()` below is what the workers
+of `services.server` (and the seed's `hypercorn app:app`) serve; bad settings stop it
+with one line each, not a traceback.
 """
 
 from __future__ import annotations
 
-import logging
-import sys
 from typing import Any
 
 from quart import Quart
@@ -17,10 +17,12 @@ from quart import Quart
 import path_setup  # noqa: F401  (puts the project root on sys.path)
 from bp.cart.context import init_cart_context
 from config import ConfigError, Settings, load_settings
+from config.settings import report_config_error
 from services.background import init_background_tasks
 from services.db import init_db
 from services.error_pages import init_error_handlers
 from services.input_guard import init_input_guard
+from services.logging_setup import init_request_logging, setup_logging
 from services.metrics import init_metrics
 from services.rate_limits import init_rate_limits
 from services.redis_client import create_redis
@@ -30,7 +32,6 @@ from services.sessions import RedisSessionInterface, require_session_store
 from services.sumup import init_sumup
 from services.templating import init_templates
 
-log = logging.getLogger("cart")
 # Routes that work with Redis down: SumUp's notifications (payments still settle) and ops.
 NO_SESSION_NEEDED = (
     "/cart/checkout/webhook/",
@@ -40,17 +41,6 @@ NO_SESSION_NEEDED = (
     "/metrics",
     "/static/",
 )
-
-
-def configure_logging() -> None:
-    """One line per record on stderr; never configured twice."""
-    root = logging.getLogger()
-    if not root.handlers:
-        logging.basicConfig(
-            level=logging.INFO,
-            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        )
-        logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
 
 
 def _register_blueprints(app: Quart, settings: Settings) -> None:
@@ -87,8 +77,8 @@ def _register_blueprints(app: Quart, settings: Settings) -> None:
 
 def create_app(settings: Settings | None = None, **config: Any) -> Quart:
     """Build the cart app; `settings` defaults to the file plus the environment."""
-    configure_logging()
     settings = settings or load_settings()
+    setup_logging(settings)
     app = Quart(__name__, template_folder="templates", static_folder="static")
     app.config.update(
         SETTINGS=settings,
@@ -111,6 +101,7 @@ def create_app(settings: Settings | None = None, **config: Any) -> Quart:
         await app.extensions["redis"].aclose()
 
     init_rate_limits(app)
+    init_request_logging(app)
     init_db(app)
     # After the database hook, so an error page refused here still has its session.
     init_input_guard(app)
@@ -131,7 +122,7 @@ def _create_app_or_exit() -> Quart:
     try:
         return create_app()
     except ConfigError as error:
-        print(f"cart: configuration error: {error}", file=sys.stderr)
+        report_config_error(error)
         raise SystemExit(2) from None
 
 

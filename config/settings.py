@@ -1,220 +1,348 @@
 """Load, override and validate the service's settings once, at start-up.
 
-`app-config.yaml` gives the defaults; environment variables win. Every problem is
-reported as a `ConfigError` whose message names the setting in one line and never
-contains a secret's value.
+`app-config.yaml` gives the defaults; environment variables win. pydantic-settings
+gathers both (the environment by the documented variable names below, each field
+says which); the frozen pydantic dataclasses validate them, so every bad value is
+found in one pass and reported as one `ConfigError` with one line per setting,
+naming it and never showing a value. `dataclasses.replace()` on a section validates
+the new values as well.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
-import re
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+import sys
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal, get_args, get_origin
 from urllib.parse import urlsplit
 
 import yaml
+from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field, SecretStr, TypeAdapter
+from pydantic import ValidationError as PydanticValidationError
+from pydantic.dataclasses import dataclass
+from pydantic.fields import FieldInfo
+from pydantic_core import ErrorDetails, PydanticCustomError, PydanticUndefined
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 CONFIG_FILE = Path(__file__).with_name("app-config.yaml")
 ENVIRONMENTS = ("production", "development", "test")
+# Where shoppers and SumUp reach a development or test instance when PUBLIC_URL is unset.
+LOCAL_PUBLIC_URL = "http://127.0.0.1:8002"
+Environment = Literal["production", "development", "test"]
 
 
 class ConfigError(Exception):
-    """A setting is missing or malformed; the message names it."""
+    """Settings are missing or malformed; one line per problem, each naming its setting."""
+
+    def __init__(self, problems: list[str] | str) -> None:
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        super().__init__("\n".join(self.problems))
 
 
-class Secret:
+def report_config_error(error: ConfigError) -> None:
+    """Every problem on a line of its own on stderr, before anything starts."""
+    for problem in error.problems:
+        print(f"cart: configuration error: {problem}", file=sys.stderr)
+
+
+class Secret(SecretStr):
     """A string that never shows itself in logs, reprs or tracebacks."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
 
     def reveal(self) -> str:
         """The secret's value, for the one place that needs it."""
-        return self._value
-
-    def __repr__(self) -> str:
-        return "Secret('**********')"
-
-    __str__ = __repr__
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Secret) and other._value == self._value
-
-    def __hash__(self) -> int:
-        return hash(self._value)
+        return self.get_secret_value()
 
 
-@dataclass(frozen=True)
+def setting(default: Any = PydanticUndefined, *, env: str | None = None, **options: Any) -> Any:
+    """A settings field; `env` names the environment variable that sets it."""
+    return Field(default, json_schema_extra={"env": env} if env else None, **options)
+
+
+# --- value types: each rejects with a line that reads after the setting's name --------
+
+
+def _fail(message: str) -> PydanticCustomError:
+    return PydanticCustomError("setting", message)
+
+
+def _http_url(value: str) -> str:
+    text = value.strip().rstrip("/")
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise _fail("must be an http(s) URL")
+    return text
+
+
+def _database_url(value: str) -> str:
+    try:
+        url = make_url(value)
+    except ArgumentError:
+        raise _fail("is not a URL (expected postgresql+asyncpg://user@host/db)") from None
+    if url.drivername != "postgresql+asyncpg" or not url.database:
+        raise _fail("must be postgresql+asyncpg://user@host/db with a database name")
+    return value
+
+
+def _redis_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("redis", "rediss", "unix") or not (parts.netloc or parts.path):
+        raise _fail("must be redis://host:port/db, rediss://… or unix:///path")
+    return value
+
+
+def _bind(value: str) -> str:
+    host, _, port = value.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise _fail("must be host:port, e.g. 0.0.0.0:8000")
+    return value
+
+
+def _lower(value: Any) -> Any:
+    return value.strip().lower() if isinstance(value, str) else value
+
+
+def _upper(value: Any) -> Any:
+    return value.strip().upper() if isinstance(value, str) else value
+
+
+HttpUrl = Annotated[str, AfterValidator(_http_url)]
+DatabaseUrl = Annotated[str, AfterValidator(_database_url)]
+RedisUrl = Annotated[str, AfterValidator(_redis_url)]
+Bind = Annotated[str, AfterValidator(_bind)]
+Currency = Annotated[str, BeforeValidator(_upper), Field(pattern=r"^[A-Z]{3}$")]
+LongSecret = Annotated[Secret, Field(min_length=16)]
+
+FROZEN = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+# --- the settings ------------------------------------------------------------------
+
+
+@dataclass(frozen=True, config=FROZEN)
 class SessionSettings:
-    cookie_name: str
-    cookie_secure: bool
-    cookie_samesite: str
-    cookie_domain: str | None
-    ttl_seconds: int
-    redis_prefix: str
+    cookie_name: str = setting("coop_session")
+    cookie_secure: bool = setting(False, env="SESSION_COOKIE_SECURE")
+    cookie_samesite: Literal["Lax", "Strict", "None"] = setting(
+        "Lax", env="SESSION_COOKIE_SAMESITE"
+    )
+    cookie_domain: str | None = setting(None, env="SESSION_COOKIE_DOMAIN")
+    ttl_seconds: int = setting(1209600, env="SESSION_TTL_SECONDS", ge=60)
+    redis_prefix: str = setting("session:")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=FROZEN)
 class SumUpSettings:
-    base_url: str
-    api_key: Secret | None
-    merchant_code: str | None
-    checkout_prefix: str
-    timeout_seconds: float
-    webhook_signing_secret: Secret | None
+    base_url: HttpUrl = setting("https://api.sumup.com", env="SUMUP_BASE_URL")
+    api_key: Secret | None = setting(None, env="SUMUP_API_KEY")
+    merchant_code: str | None = setting(None, env="SUMUP_MERCHANT_CODE")
+    checkout_prefix: str = setting(
+        "RA", env="SUMUP_CHECKOUT_PREFIX", pattern=r"^[A-Za-z0-9]{1,16}$"
+    )
+    timeout_seconds: float = setting(10.0, env="SUMUP_TIMEOUT_SECONDS", ge=0.1)
+    webhook_signing_secret: Secret | None = setting(None, env="SUMUP_WEBHOOK_SIGNING_SECRET")
     # How long SumUp keeps a hosted checkout payable; past it an open attempt is retired.
-    checkout_lifetime_minutes: int = 30
+    checkout_lifetime_minutes: int = setting(30, env="SUMUP_CHECKOUT_LIFETIME_MINUTES", ge=1)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=FROZEN)
 class CartSettings:
-    currency: str
-    max_quantity_per_line: int
+    currency: Currency = setting("GBP")
+    max_quantity_per_line: int = setting(99, env="CART_MAX_QUANTITY", ge=1)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=FROZEN)
 class OrderSettings:
-    page_size: int
-    unpaid_expiry_minutes: int
-    return_page_rechecks: int
+    page_size: int = setting(20, env="ORDERS_PAGE_SIZE", ge=1)
+    unpaid_expiry_minutes: int = setting(60, env="ORDERS_UNPAID_EXPIRY_MINUTES", ge=1)
+    return_page_rechecks: int = setting(5, ge=0)
     # Money that lands on an order that can no longer take it goes back automatically.
-    auto_refund: bool = True
+    auto_refund: bool = setting(True, env="ORDERS_AUTO_REFUND")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=FROZEN)
 class EventSettings:
-    stream: str
-    stream_min_length: int
-    relay_in_app: bool
-    relay_interval_seconds: float
-    relay_batch_size: int
+    stream: str = setting("coop:events", env="EVENTS_STREAM", min_length=1)
+    stream_min_length: int = setting(100000, ge=1)
+    relay_in_app: bool = setting(True, env="EVENTS_RELAY_IN_APP")
+    relay_interval_seconds: float = setting(0.5, ge=0.01)
+    relay_batch_size: int = setting(100, ge=1)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=FROZEN)
 class ReconcileSettings:
-    in_app: bool
-    interval_seconds: float
-    batch_size: int
+    in_app: bool = setting(True, env="RECONCILE_IN_APP")
+    interval_seconds: float = setting(60.0, ge=1)
+    batch_size: int = setting(50, ge=1)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=FROZEN)
+class ServerSettings:
+    """How `python -m services.server` (the container's entrypoint) serves the app."""
+
+    port: int = setting(8000, env="PORT", ge=1, le=65535)
+    # host:port; unset means 0.0.0.0:PORT.
+    bind: Bind | None = setting(None, env="BIND")
+    workers: int = setting(2, env="WORKERS", ge=1, le=64)
+    # How long requests in flight may take to finish after SIGTERM.
+    graceful_timeout_seconds: float = setting(20.0, env="GRACEFUL_TIMEOUT", ge=0, le=300)
+
+    @property
+    def address(self) -> str:
+        """The address to listen on."""
+        return self.bind or f"0.0.0.0:{self.port}"
+
+
+@dataclass(frozen=True, config=FROZEN)
+class LogSettings:
+    # json: one JSON object per line (production); console: aligned, coloured text.
+    format: Literal["json", "console"] | None = setting(None, env="LOG_FORMAT")
+    level: Annotated[Literal["DEBUG", "INFO", "WARNING", "ERROR"], BeforeValidator(_upper)] = (
+        setting("INFO", env="LOG_LEVEL")
+    )
+
+
+# --- abuse limits: each a `limits` string ("60/minute", "10/second;300/hour"), kept in
+# Redis under `redis_prefix`; SUMUP_STATUS_CHECK_SECONDS is how often one order may ask
+# SumUp for its status from page loads (0 turns that throttle off).
+
+
+def _rate_limit(value: str) -> str:
+    from limits import parse_many
+
+    try:
+        parse_many(value)
+    except ValueError:
+        raise _fail("must be a rate like 60/minute or 10/second;300/hour") from None
+    return value
+
+
+RateLimit = Annotated[str, AfterValidator(_rate_limit)]
+
+
+def _limit(default: str, name: str) -> Any:
+    return setting(default, env=f"RATE_LIMIT_{name.upper()}")
+
+
+@dataclass(frozen=True, config=FROZEN)
+class RateLimitSettings:
+    enabled: bool = setting(True, env="RATE_LIMITS_ENABLED")
+    redis_prefix: str = setting("cart:")
+    status_check_seconds: float = setting(5.0, env="SUMUP_STATUS_CHECK_SECONDS", ge=0)
+    writes_per_session: RateLimit = _limit("60/minute", "writes_per_session")
+    writes_per_ip: RateLimit = _limit("600/minute", "writes_per_ip")
+    pay_per_session: RateLimit = _limit("10/minute", "pay_per_session")
+    status_per_session: RateLimit = _limit("60/minute", "status_per_session")
+    status_per_ip: RateLimit = _limit("600/minute", "status_per_ip")
+    webhook_per_order: RateLimit = _limit("30/minute", "webhook_per_order")
+    webhook_per_ip: RateLimit = _limit("1200/minute", "webhook_per_ip")
+    internal_per_token: RateLimit = _limit("12000/minute", "internal_per_token")
+    merge_per_user: RateLimit = _limit("30/minute", "merge_per_user")
+
+
+@dataclass(frozen=True, config=FROZEN)
 class Settings:
-    env: str
-    database_url: str = field(repr=False)
-    redis_url: str = field(repr=False)
-    secret_key: Secret
-    internal_api_token: Secret
-    public_url: str
-    app_urls: Mapping[str, str]
-    session: SessionSettings
-    sumup: SumUpSettings
-    cart: CartSettings
-    orders: OrderSettings
-    events: EventSettings
-    reconcile: ReconcileSettings
-    db_pool_size: int = 20
-    rate_limits: RateLimitSettings = field(default_factory=lambda: RateLimitSettings())
+    database_url: DatabaseUrl = setting(env="DATABASE_URL_ASYNC", repr=False)
+    redis_url: RedisUrl = setting(env="REDIS_URL", repr=False)
+    secret_key: LongSecret = setting(env="SECRET_KEY")
+    internal_api_token: LongSecret = setting(env="INTERNAL_API_TOKEN")
+    public_url: HttpUrl = setting(LOCAL_PUBLIC_URL, env="PUBLIC_URL")
+    env: Annotated[Environment, BeforeValidator(_lower)] = setting("production", env="APP_ENV")
+    app_urls: dict[str, HttpUrl] = setting(default_factory=dict)
+    session: SessionSettings = setting(default_factory=SessionSettings)
+    sumup: SumUpSettings = setting(default_factory=SumUpSettings)
+    cart: CartSettings = setting(default_factory=CartSettings)
+    orders: OrderSettings = setting(default_factory=OrderSettings)
+    events: EventSettings = setting(default_factory=EventSettings)
+    reconcile: ReconcileSettings = setting(default_factory=ReconcileSettings)
+    server: ServerSettings = setting(default_factory=ServerSettings)
+    rate_limits: RateLimitSettings = setting(default_factory=RateLimitSettings)
+    log: LogSettings = setting(default_factory=LogSettings)
+    db_pool_size: int = setting(20, env="DB_POOL_SIZE", ge=1)
+    # Bearer token for /metrics; unset: INTERNAL_API_TOKEN is accepted there.
+    metrics_token: LongSecret | None = setting(None, env="METRICS_TOKEN")
 
     @property
     def dev_routes_enabled(self) -> bool:
         """The `/dev/*` stand-ins exist only outside production."""
         return self.env in ("development", "test")
 
-
-# --- parsing helpers: each names the setting it rejects --------------------------
-
-
-def _bool(name: str, value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off"):
-        return False
-    raise ConfigError(f"{name} must be true or false")
+    @property
+    def log_format(self) -> Literal["json", "console"]:
+        """JSON lines in production unless told otherwise, readable text elsewhere."""
+        return self.log.format or ("json" if self.env == "production" else "console")
 
 
-def _int(name: str, value: Any, *, minimum: int = 0) -> int:
-    try:
-        number = int(str(value).strip())
-    except ValueError:
-        raise ConfigError(f"{name} must be a whole number") from None
-    if number < minimum:
-        raise ConfigError(f"{name} must be at least {minimum}")
-    return number
+# --- where each setting comes from ----------------------------------------------------
 
 
-def _float(name: str, value: Any, *, minimum: float = 0.0) -> float:
-    try:
-        number = float(str(value).strip())
-    except ValueError:
-        raise ConfigError(f"{name} must be a number") from None
-    if number < minimum:
-        raise ConfigError(f"{name} must be at least {minimum}")
-    return number
+def _section_type(info: FieldInfo) -> type | None:
+    annotation = info.annotation
+    if get_origin(annotation) is Annotated:
+        annotation = get_args(annotation)[0]
+    return annotation if dataclasses.is_dataclass(annotation) else None
 
 
-def _http_url(name: str, value: Any) -> str:
-    text = str(value or "").strip().rstrip("/")
-    parts = urlsplit(text)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ConfigError(f"{name} must be an http(s) URL")
-    return text
+def _env_name(info: FieldInfo) -> str | None:
+    extra = info.json_schema_extra
+    return extra.get("env") if isinstance(extra, dict) else None  # type: ignore[return-value]
 
 
-def _currency(name: str, value: Any) -> str:
-    text = str(value or "").strip().upper()
-    if not re.fullmatch(r"[A-Z]{3}", text):
-        raise ConfigError(f"{name} must be a three-letter ISO 4217 currency code")
-    return text
+def settings_fields(
+    cls: type = Settings, path: tuple[str, ...] = ()
+) -> Iterator[tuple[tuple[str, ...], str | None, FieldInfo]]:
+    """Every leaf setting: its path in `Settings`, its environment variable, its field."""
+    for name, info in cls.__pydantic_fields__.items():  # type: ignore[attr-defined]
+        section = _section_type(info)
+        if section is not None:
+            yield from settings_fields(section, (*path, name))
+        else:
+            yield (*path, name), _env_name(info), info
 
 
-def _database_url(value: str | None) -> str:
-    if not value:
-        raise ConfigError("DATABASE_URL_ASYNC is not set (postgresql+asyncpg://user@host/db)")
-    try:
-        url = make_url(value)
-    except ArgumentError:
-        raise ConfigError(
-            "DATABASE_URL_ASYNC is not a URL (expected postgresql+asyncpg://user@host/db)"
-        ) from None
-    if url.drivername != "postgresql+asyncpg" or not url.database:
-        raise ConfigError(
-            "DATABASE_URL_ASYNC must be postgresql+asyncpg://user@host/db with a database name"
-        )
-    return value
+ENV_NAMES: dict[tuple[str, ...], str] = {
+    path: env for path, env, _ in settings_fields() if env is not None
+}
 
 
-def _redis_url(value: str | None) -> str:
-    if not value:
-        raise ConfigError("REDIS_URL is not set (redis://host:6379/0 or unix:///path.sock)")
-    parts = urlsplit(value)
-    if parts.scheme not in ("redis", "rediss", "unix") or not (parts.netloc or parts.path):
-        raise ConfigError("REDIS_URL must be redis://host:port/db, rediss://… or unix:///path")
-    return value
+class EnvironmentSource(PydanticBaseSettingsSource):
+    """The documented environment variables of a mapping, nested as in `Settings`.
+
+    Empty values count as unset, so `FOO=` in an env file falls back to the default.
+    """
+
+    def __init__(self, settings_cls: type[BaseSettings], env: Mapping[str, str]) -> None:
+        super().__init__(settings_cls)
+        self.env = env
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # __call__ does the work for every field at once
+
+    def __call__(self) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        for path, name in ENV_NAMES.items():
+            value = self.env.get(name)
+            if value is None or value.strip() == "":
+                continue
+            target = values
+            for part in path[:-1]:
+                target = target.setdefault(part, {})
+            target[path[-1]] = value
+        return values
 
 
-def _secret(name: str, value: str | None, *, min_length: int) -> Secret:
-    if not value:
-        raise ConfigError(f"{name} is not set")
-    if len(value) < min_length:
-        raise ConfigError(f"{name} must be at least {min_length} characters long")
-    return Secret(value)
+class _GatheredSettings(BaseSettings):
+    """pydantic-settings merges the sources, first one winning; the dataclasses validate."""
 
-
-def _optional(value: Any) -> Any:
-    return None if value in (None, "") else value
-
-
-# --- loading -----------------------------------------------------------------------
+    model_config = SettingsConfigDict(extra="allow")
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
@@ -227,233 +355,122 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
-def _pick(env: Mapping[str, str], name: str, default: Any) -> Any:
-    value = env.get(name)
-    return default if value is None or value == "" else value
-
-
-def load_settings(
-    env: Mapping[str, str] | None = None,
-    config_file: Path = CONFIG_FILE,
-    **overrides: Any,
-) -> Settings:
-    """Build validated settings from the YAML file and the environment."""
-    env = os.environ if env is None else env
-    raw = _read_yaml(config_file)
-
-    def section(name: str) -> dict[str, Any]:
-        value = raw.get(name) or {}
-        if not isinstance(value, dict):
-            raise ConfigError(f"{config_file.name}: '{name}' must be a mapping")
-        return value
-
-    sess, sumup, cart, orders, events, rec = (
-        section(n) for n in ("session", "sumup", "cart", "orders", "events", "reconcile")
+def _gather(env: Mapping[str, str], config_file: Path) -> dict[str, Any]:
+    _read_yaml(config_file)  # a clear line for an unreadable file, before the source reads it
+    sources = (
+        EnvironmentSource(_GatheredSettings, env),
+        YamlConfigSettingsSource(_GatheredSettings, yaml_file=config_file),
     )
-    app_env = str(_pick(env, "APP_ENV", raw.get("env", "production"))).strip().lower()
-    if app_env not in ENVIRONMENTS:
-        raise ConfigError(f"APP_ENV must be one of {', '.join(ENVIRONMENTS)}")
-
-    app_urls = {
-        name: _http_url(f"app_urls.{name}", url)
-        for name, url in (section("app_urls") or {}).items()
-    }
-    samesite = str(_pick(env, "SESSION_COOKIE_SAMESITE", sess.get("cookie_samesite", "Lax")))
-    if samesite not in ("Lax", "Strict", "None"):
-        raise ConfigError("SESSION_COOKIE_SAMESITE must be Lax, Strict or None")
-
-    api_key = _optional(_pick(env, "SUMUP_API_KEY", None))
-    signing = _optional(_pick(env, "SUMUP_WEBHOOK_SIGNING_SECRET", None))
-    prefix = str(_pick(env, "SUMUP_CHECKOUT_PREFIX", sumup.get("checkout_prefix", "RA")))
-    if not re.fullmatch(r"[A-Za-z0-9]{1,16}", prefix):
-        raise ConfigError("SUMUP_CHECKOUT_PREFIX must be 1 to 16 letters or digits")
-
-    parsers: dict[str, Callable[[], Any]] = {
-        "env": lambda: app_env,
-        "database_url": lambda: _database_url(env.get("DATABASE_URL_ASYNC")),
-        "redis_url": lambda: _redis_url(env.get("REDIS_URL")),
-        "secret_key": lambda: _secret("SECRET_KEY", env.get("SECRET_KEY"), min_length=16),
-        "internal_api_token": lambda: _secret(
-            "INTERNAL_API_TOKEN", env.get("INTERNAL_API_TOKEN"), min_length=16
-        ),
-        "public_url": lambda: _http_url(
-            "PUBLIC_URL", _pick(env, "PUBLIC_URL", raw.get("public_url"))
-        ),
-        "app_urls": lambda: app_urls,
-        "session": lambda: SessionSettings(
-            cookie_name=str(sess.get("cookie_name", "coop_session")),
-            cookie_secure=_bool(
-                "SESSION_COOKIE_SECURE",
-                _pick(env, "SESSION_COOKIE_SECURE", sess.get("cookie_secure", False)),
-            ),
-            cookie_samesite=samesite,
-            cookie_domain=_optional(_pick(env, "SESSION_COOKIE_DOMAIN", sess.get("cookie_domain"))),
-            ttl_seconds=_int(
-                "SESSION_TTL_SECONDS",
-                _pick(env, "SESSION_TTL_SECONDS", sess.get("ttl_seconds", 1209600)),
-                minimum=60,
-            ),
-            redis_prefix=str(sess.get("redis_prefix", "session:")),
-        ),
-        "sumup": lambda: SumUpSettings(
-            base_url=_http_url(
-                "SUMUP_BASE_URL", _pick(env, "SUMUP_BASE_URL", sumup.get("base_url"))
-            ),
-            api_key=Secret(api_key) if api_key else None,
-            merchant_code=_optional(_pick(env, "SUMUP_MERCHANT_CODE", sumup.get("merchant_code"))),
-            checkout_prefix=prefix,
-            timeout_seconds=_float(
-                "SUMUP_TIMEOUT_SECONDS",
-                _pick(env, "SUMUP_TIMEOUT_SECONDS", sumup.get("timeout_seconds", 10)),
-                minimum=0.1,
-            ),
-            webhook_signing_secret=Secret(signing) if signing else None,
-            checkout_lifetime_minutes=_int(
-                "SUMUP_CHECKOUT_LIFETIME_MINUTES",
-                _pick(
-                    env,
-                    "SUMUP_CHECKOUT_LIFETIME_MINUTES",
-                    sumup.get("checkout_lifetime_minutes", 30),
-                ),
-                minimum=1,
-            ),
-        ),
-        "cart": lambda: CartSettings(
-            currency=_currency("cart.currency", cart.get("currency", "GBP")),
-            max_quantity_per_line=_int(
-                "CART_MAX_QUANTITY",
-                _pick(env, "CART_MAX_QUANTITY", cart.get("max_quantity_per_line", 99)),
-                minimum=1,
-            ),
-        ),
-        "orders": lambda: OrderSettings(
-            page_size=_int(
-                "ORDERS_PAGE_SIZE",
-                _pick(env, "ORDERS_PAGE_SIZE", orders.get("page_size", 20)),
-                minimum=1,
-            ),
-            unpaid_expiry_minutes=_int(
-                "ORDERS_UNPAID_EXPIRY_MINUTES",
-                _pick(
-                    env,
-                    "ORDERS_UNPAID_EXPIRY_MINUTES",
-                    orders.get("unpaid_expiry_minutes", 60),
-                ),
-                minimum=1,
-            ),
-            return_page_rechecks=_int(
-                "orders.return_page_rechecks",
-                orders.get("return_page_rechecks", 5),
-                minimum=0,
-            ),
-            auto_refund=_bool(
-                "ORDERS_AUTO_REFUND",
-                _pick(env, "ORDERS_AUTO_REFUND", orders.get("auto_refund", True)),
-            ),
-        ),
-        "events": lambda: EventSettings(
-            stream=str(_pick(env, "EVENTS_STREAM", events.get("stream", "coop:events"))),
-            stream_min_length=_int(
-                "events.stream_min_length", events.get("stream_min_length", 100000), minimum=1
-            ),
-            relay_in_app=_bool(
-                "EVENTS_RELAY_IN_APP",
-                _pick(env, "EVENTS_RELAY_IN_APP", events.get("relay_in_app", True)),
-            ),
-            relay_interval_seconds=_float(
-                "events.relay_interval_seconds",
-                events.get("relay_interval_seconds", 0.5),
-                minimum=0.01,
-            ),
-            relay_batch_size=_int(
-                "events.relay_batch_size", events.get("relay_batch_size", 100), minimum=1
-            ),
-        ),
-        "db_pool_size": lambda: _int(
-            "DB_POOL_SIZE", _pick(env, "DB_POOL_SIZE", raw.get("db_pool_size", 20)), minimum=1
-        ),
-        "rate_limits": lambda: load_rate_limit_settings(env, section("rate_limits")),
-        "reconcile": lambda: ReconcileSettings(
-            in_app=_bool(
-                "RECONCILE_IN_APP", _pick(env, "RECONCILE_IN_APP", rec.get("in_app", False))
-            ),
-            interval_seconds=_float(
-                "reconcile.interval_seconds", rec.get("interval_seconds", 60), minimum=1
-            ),
-            batch_size=_int("reconcile.batch_size", rec.get("batch_size", 50), minimum=1),
-        ),
-    }
-    values = {
-        name: overrides[name] if name in overrides else parse() for name, parse in parsers.items()
-    }
-    settings = Settings(**values)
-    if settings.sumup.api_key and not settings.sumup.merchant_code:
-        raise ConfigError("SUMUP_MERCHANT_CODE must be set when SUMUP_API_KEY is")
-    return settings
+    gathered = _GatheredSettings(_build_sources=(sources, {}))  # type: ignore[call-arg]
+    return dict(gathered.model_extra or {})
 
 
-# --- abuse limits (reliability): one block, kept apart -----------------------------
-# Each limit is a `limits` string ("60/minute", "10/second;300/hour"). Keys live in
-# Redis under `redis_prefix`; SUMUP_STATUS_CHECK_SECONDS is how often one order may
-# ask SumUp for its status from page loads (0 turns that throttle off).
+# --- problems, one line each -----------------------------------------------------------
 
-RATE_LIMIT_FIELDS = {
-    "writes_per_session": "60/minute",
-    "writes_per_ip": "600/minute",
-    "pay_per_session": "10/minute",
-    "status_per_session": "60/minute",
-    "status_per_ip": "600/minute",
-    "webhook_per_order": "30/minute",
-    "webhook_per_ip": "1200/minute",
-    "internal_per_token": "12000/minute",
-    "merge_per_user": "30/minute",
+_PHRASES = {
+    "missing": "is not set",
+    "int_parsing": "must be a whole number",
+    "int_from_float": "must be a whole number",
+    "float_parsing": "must be a number",
+    "bool_parsing": "must be true or false",
+    "string_pattern_mismatch": "has characters or a length it may not have",
+    "extra_forbidden": "is not a setting (a typo in the file?)",
+    "unexpected_keyword_argument": "is not a setting (a typo in the file?)",
+    "dict_type": "must be a mapping",
+    "dataclass_type": "must be a mapping",
 }
 
 
-@dataclass(frozen=True)
-class RateLimitSettings:
-    enabled: bool = True
-    redis_prefix: str = "cart:"
-    status_check_seconds: float = 5.0
-    writes_per_session: str = RATE_LIMIT_FIELDS["writes_per_session"]
-    writes_per_ip: str = RATE_LIMIT_FIELDS["writes_per_ip"]
-    pay_per_session: str = RATE_LIMIT_FIELDS["pay_per_session"]
-    status_per_session: str = RATE_LIMIT_FIELDS["status_per_session"]
-    status_per_ip: str = RATE_LIMIT_FIELDS["status_per_ip"]
-    webhook_per_order: str = RATE_LIMIT_FIELDS["webhook_per_order"]
-    webhook_per_ip: str = RATE_LIMIT_FIELDS["webhook_per_ip"]
-    internal_per_token: str = RATE_LIMIT_FIELDS["internal_per_token"]
-    merge_per_user: str = RATE_LIMIT_FIELDS["merge_per_user"]
+def _setting_name(loc: tuple[int | str, ...], config_file: Path) -> str:
+    path = tuple(str(part) for part in loc)
+    if path in ENV_NAMES:
+        return ENV_NAMES[path]
+    return f"{'.'.join(path)} ({config_file.name})"
 
 
-def _rate_limit(name: str, value: Any) -> str:
-    from limits import parse_many
+def _phrase(error: ErrorDetails) -> str:
+    kind, ctx = error["type"], error.get("ctx") or {}
+    if kind == "setting":
+        return error["msg"]
+    if kind in ("greater_than_equal", "greater_than"):
+        return f"must be at least {ctx.get('ge', ctx.get('gt'))}"
+    if kind in ("less_than_equal", "less_than"):
+        return f"must be at most {ctx.get('le', ctx.get('lt'))}"
+    if kind in ("too_short", "string_too_short"):
+        return f"must be at least {ctx.get('min_length')} characters long"
+    if kind == "literal_error":
+        return f"must be one of {ctx.get('expected')}"
+    return _PHRASES.get(kind, error["msg"][:1].lower() + error["msg"][1:])
 
-    text = str(value).strip()
-    try:
-        parse_many(text)
-    except ValueError:
-        raise ConfigError(f"{name} must be a rate like 60/minute or 10/second;300/hour") from None
-    return text
+
+def _problems(error: PydanticValidationError, config_file: Path) -> list[str]:
+    # include_input=False: a rejected value may be a secret.
+    lines = []
+    for detail in error.errors(include_input=False, include_url=False):
+        lines.append(f"{_setting_name(detail['loc'], config_file)} {_phrase(detail)}")
+    return list(dict.fromkeys(lines))
 
 
-def load_rate_limit_settings(env: Mapping[str, str], raw: Mapping[str, Any]) -> RateLimitSettings:
-    """RATE_LIMITS_ENABLED, RATE_LIMIT_<FIELD>, SUMUP_STATUS_CHECK_SECONDS, over the YAML."""
-    limits = {
-        name: _rate_limit(
-            f"RATE_LIMIT_{name.upper()}",
-            _pick(env, f"RATE_LIMIT_{name.upper()}", raw.get(name, default)),
+def _section(raw: Mapping[str, Any], name: str) -> Mapping[str, Any]:
+    value = raw.get(name)
+    return value if isinstance(value, dict) else {}
+
+
+def _policy_problems(raw: Mapping[str, Any], env_name: str) -> list[str]:
+    """Rules across settings; production refuses what would only fail later."""
+    sumup, session = _section(raw, "sumup"), _section(raw, "session")
+    has_key, has_code = bool(sumup.get("api_key")), bool(sumup.get("merchant_code"))
+    if env_name != "production":
+        return ["SUMUP_MERCHANT_CODE must be set when SUMUP_API_KEY is"] * (
+            has_key and not has_code
         )
-        for name, default in RATE_LIMIT_FIELDS.items()
-    }
-    return RateLimitSettings(
-        enabled=_bool(
-            "RATE_LIMITS_ENABLED", _pick(env, "RATE_LIMITS_ENABLED", raw.get("enabled", True))
-        ),
-        redis_prefix=str(raw.get("redis_prefix", "cart:")),
-        status_check_seconds=_float(
-            "SUMUP_STATUS_CHECK_SECONDS",
-            _pick(env, "SUMUP_STATUS_CHECK_SECONDS", raw.get("status_check_seconds", 5)),
-        ),
-        **limits,
-    )
+    problems = []
+    if not raw.get("public_url"):
+        problems.append("PUBLIC_URL must be set in production (webhook and return URLs)")
+    if not has_key:
+        problems.append("SUMUP_API_KEY must be set in production")
+    if not has_code:
+        problems.append("SUMUP_MERCHANT_CODE must be set in production")
+    if str(session.get("cookie_secure", False)).strip().lower() not in ("1", "true", "yes", "on"):
+        problems.append("SESSION_COOKIE_SECURE must be true in production (HTTPS-only cookie)")
+    return problems
+
+
+_SETTINGS = TypeAdapter(Settings)
+
+
+def load_settings(
+    env: Mapping[str, str] | None = None, config_file: Path = CONFIG_FILE
+) -> Settings:
+    """Build validated settings from the YAML file and the environment (env wins)."""
+    env = os.environ if env is None else env
+    raw = _gather(env, config_file)
+    env_name = str(raw.get("env") or "production").strip().lower()
+    problems = _policy_problems(raw, env_name)
+    try:
+        settings = _SETTINGS.validate_python(raw)
+    except PydanticValidationError as error:
+        problems = _problems(error, config_file) + problems
+    if problems:
+        raise ConfigError(problems)
+    return settings
+
+
+def settings_reference() -> list[tuple[str, str, bool]]:
+    """(environment variable, default, is it a secret) for every variable, for the README."""
+    rows = []
+    for _path, env_name, info in settings_fields():
+        if env_name is None:
+            continue
+        default = None if info.is_required() else info.get_default(call_default_factory=True)
+        rows.append((env_name, "" if default is None else str(default), _is_secret(info)))
+    return rows
+
+
+def _is_secret(info: FieldInfo) -> bool:
+    def mentions_secret(annotation: Any) -> bool:
+        if isinstance(annotation, type) and issubclass(annotation, Secret):
+            return True
+        return any(mentions_secret(arg) for arg in get_args(annotation))
+
+    return mentions_secret(info.annotation)

@@ -1,18 +1,27 @@
-"""Alembic environment: async engine, two independent branches (cart, siblings)."""
+"""Alembic environment: async engine, two independent branches (cart, siblings).
+
+Every online run holds `MIGRATION_LOCK` for its whole transaction: instances that
+start together on one database migrate one after another, and each one reads the
+version table only once it holds the lock, so the later ones find the work done.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 
 from alembic import context
+from sqlalchemy import func, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from models import Base
+from services.schema import MIGRATION_LOCK
 
 config = context.config
 target_metadata = Base.metadata
+log = logging.getLogger("services.schema")
 
 
 def _database_url() -> str:
@@ -20,6 +29,14 @@ def _database_url() -> str:
     if not url:
         raise SystemExit("DATABASE_URL_ASYNC is not set")
     return str(url)
+
+
+def _take_migration_lock(connection: Connection) -> None:
+    """Wait for any other instance's migration to end (the lock ends with the transaction)."""
+    if connection.scalar(select(func.pg_try_advisory_xact_lock(MIGRATION_LOCK))):
+        return
+    log.info("another instance is migrating this database; waiting for it")
+    connection.execute(select(func.pg_advisory_xact_lock(MIGRATION_LOCK)))
 
 
 def _configure(connection: Connection) -> None:
@@ -31,6 +48,7 @@ def _configure(connection: Connection) -> None:
         include_object=config.attributes.get("include_object"),
     )
     with context.begin_transaction():
+        _take_migration_lock(connection)
         context.run_migrations()
 
 

@@ -73,6 +73,7 @@ SANDBOX_DIR = Path(__file__).resolve().parent
 PROJECT_ROOT = SANDBOX_DIR.parent
 STORE_KEY = "sumup_sandbox.store"
 WEBHOOKS_KEY = "sumup_sandbox.webhooks"
+INSTANCE_ENV = "SUMUP_SANDBOX_INSTANCE"
 
 # SumUp's sandbox convention: these amounts always fail, whatever the payer does.
 FAILING_AMOUNTS = frozenset(Decimal(amount) for amount in ("11.00", "42.01", "42.76", "42.91"))
@@ -1261,8 +1262,9 @@ async def stats() -> ResponseReturnValue:
 
 @control.get("/healthz")
 async def healthz() -> ResponseReturnValue:
-    """Liveness, for whoever waits for the sandbox to start."""
-    return {"status": "ok"}
+    """Liveness, and the instance token it was started with (so its starter knows it is
+    talking to its own sandbox, not another one on the same port)."""
+    return {"status": "ok", "instance": os.environ.get(INSTANCE_ENV)}
 
 
 async def answer_sandbox_error(error: SandboxError) -> ResponseReturnValue:

@@ -10,7 +10,6 @@ goes to the log, never a secret).
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -28,7 +27,7 @@ from config import Settings
 from config.settings import Secret
 from models import PageConfig
 from services.errors import PaymentProviderError
-from services.metrics import SUMUP_CALLS
+from services.metrics import SUMUP_CALLS, observe_sumup
 
 log = logging.getLogger(__name__)
 
@@ -209,9 +208,9 @@ def _typed(error: APIError, operation: str) -> PaymentProviderError:
 @asynccontextmanager
 async def _call(operation: str, **context: object) -> AsyncIterator[None]:
     """Time and count one SDK call; its errors leave as typed `SumUpError`s."""
-    started = time.perf_counter()
     try:
-        yield
+        async with observe_sumup(operation):
+            yield
     except APIError as error:
         typed = _typed(error, operation)
         SUMUP_CALLS.labels(operation, type(typed).__name__).inc()
@@ -226,18 +225,7 @@ async def _call(operation: str, **context: object) -> AsyncIterator[None]:
             extra={"sumup_operation": operation, **context},
         )
         raise typed from None
-    finally:
-        _observe_latency(operation, time.perf_counter() - started)
     SUMUP_CALLS.labels(operation, "ok").inc()
-
-
-def _observe_latency(operation: str, seconds: float) -> None:
-    """SumUp call latency by operation (a histogram, when the metrics module has one)."""
-    from services import metrics
-
-    histogram = getattr(metrics, "SUMUP_LATENCY", None)
-    if histogram is not None:
-        histogram.labels(operation).observe(seconds)
 
 
 # --- the calls ---------------------------------------------------------------------

@@ -12,13 +12,10 @@ SKIP LOCKED`, so several instances can sweep at once, and a run is bounded.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from quart import Quart
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -183,21 +180,3 @@ async def reconcile_orders(
     if report.checked or report.expired or report.errors or report.refunds:
         log.info("reconcile: %s", report, extra={"event": "reconcile.run"})
     return report
-
-
-async def run_reconcile_in_app(app: Quart, stop: asyncio.Event) -> None:
-    """The sweep as a background loop of the app, every `reconcile.interval_seconds`."""
-    settings = app.config["SETTINGS"]
-    context = CheckoutContext(settings, app.extensions["sumup"])
-    while not stop.is_set():
-        try:
-            await reconcile_orders(
-                app.extensions["db_sessionmaker"],
-                context,
-                batch_size=settings.reconcile.batch_size,
-                expire_after=timedelta(minutes=settings.orders.unpaid_expiry_minutes),
-            )
-        except Exception:
-            log.exception("reconcile sweep failed; trying again next time")
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), timeout=settings.reconcile.interval_seconds)
