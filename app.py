@@ -18,8 +18,11 @@ import path_setup  # noqa: F401  (puts the project root on sys.path)
 from bp.cart.context import init_cart_context
 from config import ConfigError, Settings, load_settings
 from services.background import init_background_tasks
+from services.compression import init_compression
 from services.db import init_db
+from services.formatting import init_formatting
 from services.metrics import init_metrics
+from services.page_assets import init_page_assets
 from services.redis_client import create_redis
 from services.sessions import RedisSessionInterface
 from services.sumup import init_sumup
@@ -94,11 +97,15 @@ def create_app(settings: Settings | None = None, **config: Any) -> Quart:
     async def _close_redis() -> None:
         await app.extensions["redis"].aclose()
 
+    # after_request hooks run last-registered first: compression goes first, so it runs last.
+    init_compression(app)
     init_db(app)
     init_sumup(app)
     init_metrics(app)
     init_url_converters(app)
     init_templates(app)
+    init_formatting(app)  # after init_templates: its `money` is the one built once
+    init_page_assets(app)
     init_error_handlers(app)
     init_background_tasks(app)
     init_cart_context(app)

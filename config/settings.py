@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from sqlalchemy.engine import make_url
@@ -120,6 +121,8 @@ class Settings:
     events: EventSettings
     reconcile: ReconcileSettings
     db_pool_size: int = 20
+    # --- shopper pages: times are shown in the coop's zone (TIME_ZONE) ---
+    time_zone: str = "Europe/London"
 
     @property
     def dev_routes_enabled(self) -> bool:
@@ -207,6 +210,15 @@ def _secret(name: str, value: str | None, *, min_length: int) -> Secret:
     if len(value) < min_length:
         raise ConfigError(f"{name} must be at least {min_length} characters long")
     return Secret(value)
+
+
+def _time_zone(value: Any) -> str:
+    name = str(value or "").strip()
+    try:
+        ZoneInfo(name)
+    except (ValueError, ZoneInfoNotFoundError):
+        raise ConfigError("TIME_ZONE must be an IANA time zone name such as Europe/London") from None
+    return name
 
 
 def _optional(value: Any) -> Any:
@@ -381,6 +393,10 @@ def load_settings(
             batch_size=_int("reconcile.batch_size", rec.get("batch_size", 50), minimum=1),
         ),
     }
+    # --- shopper pages: the coop's time zone, an IANA name (TIME_ZONE) ---
+    parsers["time_zone"] = lambda: _time_zone(
+        _pick(env, "TIME_ZONE", raw.get("time_zone", "Europe/London"))
+    )
     values = {
         name: overrides[name] if name in overrides else parse() for name, parse in parsers.items()
     }
