@@ -23,6 +23,8 @@ from services.db import init_db
 from services.formatting import init_formatting
 from services.metrics import init_metrics
 from services.page_assets import init_page_assets
+from services.page_links import init_page_links
+from services.page_messages import init_page_messages
 from services.redis_client import create_redis
 from services.sessions import RedisSessionInterface
 from services.sumup import init_sumup
@@ -106,6 +108,8 @@ def create_app(settings: Settings | None = None, **config: Any) -> Quart:
     init_templates(app)
     init_formatting(app)  # after init_templates: its `money` is the one built once
     init_page_assets(app)
+    init_page_messages(app)
+    init_page_links(app)
     init_error_handlers(app)
     init_background_tasks(app)
     init_cart_context(app)

@@ -217,7 +217,9 @@ def _time_zone(value: Any) -> str:
     try:
         ZoneInfo(name)
     except (ValueError, ZoneInfoNotFoundError):
-        raise ConfigError("TIME_ZONE must be an IANA time zone name such as Europe/London") from None
+        raise ConfigError(
+            "TIME_ZONE must be an IANA time zone name such as Europe/London"
+        ) from None
     return name
 
 

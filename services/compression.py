@@ -7,6 +7,7 @@ encoding at a time. Static files are compressed once per file version and encodi
 from __future__ import annotations
 
 import gzip
+
 import brotli
 from quart import Quart, Response, request
 
@@ -98,4 +99,3 @@ def init_compression(app: Quart) -> None:
         return response
 
     app.extensions["compression"] = static_cache
-

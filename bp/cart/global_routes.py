@@ -16,8 +16,8 @@ from bp.cart.forms import (
     quantity_of,
     raise_for_errors,
 )
+from bp.cart.line_answers import init_line_answers, line_answer
 from bp.cart.responses import (
-    after_write,
     checkout_and_pay,
     checkout_context,
     current_identity,
@@ -37,6 +37,7 @@ from services.order_lifecycle import get_entries_for_order
 from services.web import bind_form
 
 bp = Blueprint("cart_global", __name__, url_prefix="/cart")
+init_line_answers(bp)  # refused line changes answer beside the line, not as an error page
 
 
 @bp.post("/add/<id:product_id>/")
@@ -53,7 +54,7 @@ async def add(product_id: int) -> Any:
         market_place_id=form.market_place.data,
         max_quantity=limit,
     )
-    return await after_write(f"{change.title}: {change.quantity} in your cart.", form.next.data)
+    return await line_answer(f"{change.title}: {change.quantity} in your cart.", form.next.data)
 
 
 @bp.post("/update/<id:product_id>/")
@@ -75,7 +76,7 @@ async def update(product_id: int) -> Any:
         if change.quantity
         else f"{change.title} was taken out of your cart."
     )
-    return await after_write(message, form.next.data)
+    return await line_answer(message, form.next.data)
 
 
 @bp.post("/remove/<id:product_id>/")
@@ -89,7 +90,7 @@ async def remove(product_id: int) -> Any:
         product_id=product_id,
         market_place_id=form.market_place.data,
     )
-    return await after_write(f"{change.title} was taken out of your cart.", form.next.data)
+    return await line_answer(f"{change.title} was taken out of your cart.", form.next.data)
 
 
 @bp.post("/entries/<id:entry_id>/remove/")
@@ -97,7 +98,7 @@ async def remove_entry(entry_id: int) -> Any:
     """Take a pending booking out of the cart."""
     form = await bind_form(PlainForm)
     name = await remove_entry_from_cart(db_session(), writing_identity(), entry_id=entry_id)
-    return await after_write(f"{name} was taken out of your cart.", form.next.data)
+    return await line_answer(f"{name} was taken out of your cart.", form.next.data)
 
 
 @bp.post("/checkout/")
