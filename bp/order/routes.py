@@ -71,3 +71,12 @@ async def cancel(order_id: int) -> Any:
     outcome = await cancel_order(db, order, checkout_context())
     await flash(CANCEL_MESSAGES[outcome].format(number=order.number), "success")
     return redirect(url_for("order.detail", order_id=order.id), 303)
+
+
+@bp.get("/<bigid:order_id>/cancel/")
+async def cancel_confirm(order_id: int) -> Any:
+    """The step before cancelling: what cancelling does, with a way back (nothing changes)."""
+    order = await get_order_for_owner(db_session(), current_identity(), order_id)
+    if not order.is_unpaid:
+        return redirect(url_for("order.detail", order_id=order.id), 303)
+    return await render_template("order/cancel.html", order=order)
