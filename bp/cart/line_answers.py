@@ -36,11 +36,12 @@ def line_anchor() -> str | None:
 
 
 def back_to(next_url: str | None, anchor: str | None) -> WerkzeugResponse:
-    """303 to `next` (on this site) or the cart, at the anchor unless `next` names one."""
+    """303 to `next` (on this site) or the cart; a page of this app at the line's anchor."""
     target = safe_next(next_url, allowed_origins=site_origins()) or url_for(
         "cart_overview.overview"
     )
-    if anchor and "#" not in target:
+    # Only this app's pages are known to have the anchor; a sibling's page is left as given.
+    if anchor and target.startswith("/") and "#" not in target:
         target = f"{target}#{anchor}"
     response: WerkzeugResponse = redirect(target, 303)
     return response
