@@ -84,13 +84,21 @@ def pytest_runtest_makereport(
     return report
 
 
+def _installed_axe_version() -> str | None:
+    manifest = AXE.parent / "package.json"
+    if not manifest.exists():
+        return None
+    version: str | None = json.loads(manifest.read_text(encoding="utf-8")).get("version")
+    return version
+
+
 def require_browser_tools() -> None:
     """Skip (fail in CI) when Debian's Chromium or axe-core is not installed."""
     missing = []
     if not CHROMIUM.exists():
         missing.append(f"{CHROMIUM} (Debian's chromium: `apt-get install -y chromium`)")
-    if not AXE.exists():
-        missing.append(f"axe-core (`make test` installs axe-core@{AXE_VERSION} into .data/node)")
+    if not AXE.exists() or _installed_axe_version() != AXE_VERSION:
+        missing.append(f"axe-core {AXE_VERSION} (`make browser-tools` installs it in .data/node)")
     if not missing:
         return
     reason = "browser tests need " + " and ".join(missing)

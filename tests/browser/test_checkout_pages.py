@@ -81,9 +81,9 @@ async def test_whole_cart_checkout_pays_on_sumup_and_thanks_the_shopper(
     await page.get_by_role("link", name="See your order").click()
     await expect(page.get_by_test_id("order-status-label")).to_have_text("Paid")
     await expect(page.get_by_test_id("order-status")).to_contain_text(re.compile(r"(GMT|BST)"))
-    await expect(page.get_by_role("button", name=re.compile("Pay now|Check payment"))).to_have_count(
-        0
-    )
+    await expect(
+        page.get_by_role("button", name=re.compile("Pay now|Check payment"))
+    ).to_have_count(0)
     await no_sideways_scroll(page)
     await shopper.audit("order page, paid")
     await page.get_by_role("link", name="← Your orders").click()
@@ -207,9 +207,7 @@ async def test_cancelling_an_unpaid_order_asks_first_and_gives_the_bookings_back
     await shopper.audit("order page, unpaid")
 
     await page.get_by_role("link", name="Cancel order").click()
-    await expect(page.get_by_role("heading", level=1)).to_have_text(
-        f"Cancel order {order.number}?"
-    )
+    await expect(page.get_by_role("heading", level=1)).to_have_text(f"Cancel order {order.number}?")
     await shopper.audit("cancel, asked first")
     await page.get_by_role("link", name="No, keep it").click()
     await expect(page.get_by_test_id("order-status-label")).to_have_text("Awaiting payment")
