@@ -84,7 +84,7 @@ def init_compression(app: Quart) -> None:
         key = (request.path, etag or "", encoding)
         body = static_cache.get(key) if is_static and etag else None
         if body is None:
-            data = await response.get_data()
+            data = await response.get_data(as_text=False)
             if len(data) < MIN_SIZE:
                 return response
             body = compress(data, encoding, static=is_static)

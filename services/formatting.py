@@ -8,7 +8,8 @@ the shopper's words (`Paid`, `Payment failed`), never the database's (`failed`).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC
+from datetime import datetime as DateTime
 from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -100,24 +101,24 @@ class TimeFormatter:
 
     zone: ZoneInfo
 
-    def _local(self, moment: datetime) -> datetime:
+    def _local(self, moment: DateTime) -> DateTime:
         # The database keeps times with a zone; a naive one here can only be UTC.
         aware = moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
         return aware.astimezone(self.zone)
 
-    def datetime(self, moment: datetime | None) -> str:
+    def datetime(self, moment: DateTime | None) -> str:
         """`5 Jan 2026, 14:03 GMT`."""
         if moment is None:
             return "—"
         return format_datetime(self._local(moment), "d MMM y, HH:mm zzz", locale=LOCALE)
 
-    def day_and_time(self, moment: datetime | None) -> str:
+    def day_and_time(self, moment: DateTime | None) -> str:
         """`Mon 5 Jan 2026, 14:03 GMT`: for a booking, when the weekday matters."""
         if moment is None:
             return "—"
         return format_datetime(self._local(moment), "EEE d MMM y, HH:mm zzz", locale=LOCALE)
 
-    def iso(self, moment: datetime | None) -> str:
+    def iso(self, moment: DateTime | None) -> str:
         """The machine-readable form for `<time datetime=…>`."""
         return "" if moment is None else self._local(moment).isoformat(timespec="minutes")
 

@@ -10,6 +10,7 @@ The flash category carries the anchor and an offer: `error line-12 add=39`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import cast
 
 from quart import Quart, flash, g, get_flashed_messages
 
@@ -103,7 +104,7 @@ def page_messages() -> PageMessages:
     """The messages of this request, read once (reading them takes them off the session)."""
     messages: PageMessages | None = g.get("page_messages")
     if messages is None:
-        flashed = get_flashed_messages(with_categories=True)
+        flashed = cast(list[tuple[str, str]], get_flashed_messages(with_categories=True))
         messages = PageMessages([parse_message(category, text) for category, text in flashed])
         g.page_messages = messages
     return messages

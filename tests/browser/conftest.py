@@ -197,12 +197,14 @@ async def run_axe(page: Page, *, js: bool, auditor: Page, axe_source: str) -> li
 
 @pytest.fixture(params=[DESKTOP, PHONE], ids=lambda d: d.name)
 def device(request: pytest.FixtureRequest) -> Device:
-    return request.param  # type: ignore[no-any-return]
+    value = request.param
+    return value
 
 
 @pytest.fixture(params=[True, False], ids=["js", "no-js"])
 def js(request: pytest.FixtureRequest) -> bool:
-    return request.param  # type: ignore[no-any-return]
+    value = request.param
+    return value
 
 
 ShopperFactory = Callable[[Device, bool], Awaitable[Shopper]]
