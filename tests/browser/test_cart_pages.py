@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import re
 
-from playwright.async_api import Page, expect
+from playwright.async_api import Page, Route, expect
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from models import Product, User
 from sandbox.demo_data import DEMO_USER_EMAIL
-from tests.browser.conftest import Shopper
+from tests.browser.conftest import DESKTOP, Shopper, ShopperFactory
 from tests.browser.shop import (
     add_to_cart,
     book,
@@ -244,3 +244,36 @@ async def test_a_stale_form_gets_a_readable_page_that_leads_back(
     await expect(page).to_have_url(re.compile(r"/dev/shop$"))
     await add_to_cart(page, EGGS)
     await expect_badge(page, 1)
+
+
+STRICT_CSP = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:"
+
+
+async def test_in_place_changes_need_no_inline_script_or_style_under_a_strict_csp(
+    new_shopper: ShopperFactory, demo_shop: None, live_url: str
+) -> None:
+    shopper = await new_shopper(DESKTOP, True)
+    page = shopper.page
+    refused: list[str] = []
+    page.on(
+        "console",
+        lambda message: (
+            refused.append(message.text) if "Content Security Policy" in message.text else None
+        ),
+    )
+
+    async def with_csp(route: Route) -> None:
+        response = await route.fetch()
+        headers = {**response.headers, "content-security-policy": STRICT_CSP}
+        await route.fulfill(response=response, headers=headers)
+
+    await page.route(f"{live_url}/**", with_csp)
+    await page.goto("/dev/shop")
+    await add_to_cart(page, EGGS, quantity=2)
+    await open_cart(page)
+    await mark_page(page)
+    await cart_line(page, EGGS).get_by_role("button", name=f"One more {EGGS}").click()
+    await expect_told(shopper, f"{EGGS}: 3 in your cart.")
+    await expect_in_place(shopper)
+    assert await page.evaluate("() => typeof window.htmx") == "object"
+    assert refused == []
