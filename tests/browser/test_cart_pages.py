@@ -277,3 +277,43 @@ async def test_in_place_changes_need_no_inline_script_or_style_under_a_strict_cs
     await expect_in_place(shopper)
     assert await page.evaluate("() => typeof window.htmx") == "object"
     assert refused == []
+
+
+def _luminance(rgb: tuple[int, ...]) -> float:
+    def channel(value: int) -> float:
+        c = value / 255
+        return c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4
+
+    r, g, b = (channel(v) for v in rgb[:3])
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b
+
+
+def contrast(first: str, second: str) -> float:
+    """WCAG contrast ratio of two CSS `rgb(...)` colours."""
+    one, two = (
+        _luminance(tuple(int(n) for n in re.findall(r"\d+", colour)[:3]))
+        for colour in (first, second)
+    )
+    light, dark = max(one, two), min(one, two)
+    return (light + 0.05) / (dark + 0.05)
+
+
+async def test_the_keyboard_focus_ring_stands_out_from_the_cart(
+    new_shopper: ShopperFactory, demo_shop: None
+) -> None:
+    page = (await new_shopper(DESKTOP, True)).page
+    await page.goto("/dev/shop")
+    await add_to_cart(page, EGGS, quantity=2)
+    await open_cart(page)
+    await cart_line(page, EGGS).get_by_role("button", name=f"One fewer {EGGS}").focus()
+    await page.keyboard.press("Tab")
+    await page.keyboard.press("Tab")  # onto "+", by keyboard, so the ring shows
+    ring = await page.evaluate(
+        """() => { const style = getComputedStyle(document.activeElement);
+                   return [document.activeElement.id, style.outlineStyle, style.outlineWidth,
+                           style.outlineColor]; }"""
+    )
+    focused, style, width, colour = ring
+    assert focused.startswith("inc-") and style == "solid" and float(width[:-2]) >= 2
+    assert contrast(colour, "rgb(255, 255, 255)") >= 3  # the card behind it
+    assert contrast(colour, "rgb(252, 250, 247)") >= 3  # the page behind it
