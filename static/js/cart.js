@@ -97,6 +97,13 @@
       dirty.forEach(function (input) {
         window.htmx.trigger(input.form, "submit");
       });
+      // Never strand the shopper: go on to pay after a while even if no answer came.
+      window.setTimeout(function () {
+        if (pendingCheckout) {
+          inFlight = 0;
+          resumeCheckout();
+        }
+      }, 8000);
     },
     true
   );

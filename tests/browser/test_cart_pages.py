@@ -180,7 +180,8 @@ async def test_checkout_saves_a_typed_quantity_before_paying(
     await open_cart(page)
     await cart_line(page, EGGS).get_by_role("spinbutton").fill("4")  # typed, not saved
     await page.get_by_role("button", name="Checkout", exact=True).click()
-    await expect(page.get_by_text("£12.80", exact=True)).to_be_visible()  # on SumUp's page
+    await expect(page).to_have_url(re.compile(r"/pay/[^/]+$"), timeout=10_000)  # SumUp's page
+    await expect(page.get_by_text("£12.80", exact=True)).to_be_visible()
 
 
 async def test_signing_in_merges_the_anonymous_cart_and_says_what_was_added(
