@@ -3,8 +3,11 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# axe-core for the browser tests' accessibility checks (npm; kept under .data/, not committed).
+AXE_VERSION := 4.14.1
+AXE_STAMP := .data/node/.axe-core-$(AXE_VERSION)
 
-.PHONY: run test lint format install browser clean bench lock
+.PHONY: run test lint format install browser-tools clean bench lock
 
 # Development installs everything: the app, the embedded servers and the dev tools.
 # The image installs only requirements.lock (the app's dependencies, with hashes).
@@ -15,12 +18,25 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev,embedded]'
 	touch $(STAMP)
 
-install: $(STAMP)
+install: $(STAMP) browser-tools
+
+# The browser tests also need Debian's chromium (/usr/bin/chromium); without it or
+# axe-core they are skipped with the reason (and fail in CI).
+browser-tools: $(AXE_STAMP)
+
+$(AXE_STAMP):
+	@if command -v npm >/dev/null 2>&1; then \
+	  mkdir -p .data/node && \
+	  npm install --silent --no-audit --no-fund --no-save --prefix .data/node axe-core@$(AXE_VERSION) && \
+	  touch $@; \
+	else \
+	  echo "make: npm not found, so axe-core is not installed: the browser tests will be skipped"; \
+	fi
 
 run: $(STAMP)
 	$(BIN)/python -m sandbox.devserver
 
-test: $(STAMP)
+test: $(STAMP) browser-tools
 	$(BIN)/python -m pytest
 
 bench: $(STAMP)

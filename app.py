@@ -19,11 +19,16 @@ from bp.cart.context import init_cart_context
 from config import ConfigError, Settings, load_settings
 from config.settings import report_config_error
 from services.background import init_background_tasks
+from services.compression import init_compression
 from services.db import init_db
 from services.error_pages import init_error_handlers
+from services.formatting import init_formatting
 from services.input_guard import init_input_guard
 from services.logging_setup import init_request_logging, setup_logging
 from services.metrics import init_metrics
+from services.page_assets import init_page_assets
+from services.page_links import init_page_links
+from services.page_messages import init_page_messages
 from services.rate_limits import init_rate_limits
 from services.redis_client import create_redis
 from services.routing import init_url_converters
@@ -102,6 +107,8 @@ def create_app(settings: Settings | None = None, **config: Any) -> Quart:
 
     init_rate_limits(app)
     init_request_logging(app)
+    # after_request hooks run last-registered first: compression goes first, so it runs last.
+    init_compression(app)
     init_db(app)
     # After the database hook, so an error page refused here still has its session.
     init_input_guard(app)
@@ -111,6 +118,10 @@ def create_app(settings: Settings | None = None, **config: Any) -> Quart:
     init_metrics(app)
     init_url_converters(app)
     init_templates(app)
+    init_formatting(app)
+    init_page_assets(app)
+    init_page_messages(app)
+    init_page_links(app)
     init_error_handlers(app)
     init_background_tasks(app)
     init_cart_context(app)

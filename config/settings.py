@@ -17,6 +17,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args, get_origin
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field, SecretStr, TypeAdapter
@@ -114,6 +115,15 @@ def _upper(value: Any) -> Any:
     return value.strip().upper() if isinstance(value, str) else value
 
 
+def _time_zone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ValueError, ZoneInfoNotFoundError):
+        raise _fail("must be an IANA time zone name such as Europe/London") from None
+    return value
+
+
+TimeZone = Annotated[str, AfterValidator(_time_zone)]
 HttpUrl = Annotated[str, AfterValidator(_http_url)]
 DatabaseUrl = Annotated[str, AfterValidator(_database_url)]
 RedisUrl = Annotated[str, AfterValidator(_redis_url)]
@@ -265,6 +275,8 @@ class Settings:
     reconcile: ReconcileSettings = setting(default_factory=ReconcileSettings)
     server: ServerSettings = setting(default_factory=ServerSettings)
     rate_limits: RateLimitSettings = setting(default_factory=RateLimitSettings)
+    # Shopper pages show times in the coop's zone.
+    time_zone: TimeZone = setting("Europe/London", env="TIME_ZONE")
     log: LogSettings = setting(default_factory=LogSettings)
     db_pool_size: int = setting(20, env="DB_POOL_SIZE", ge=1)
     # Bearer token for /metrics; unset: INTERNAL_API_TOKEN is accepted there.

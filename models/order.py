@@ -107,6 +107,11 @@ class Order(Base):
         return self.total_amount - self.refunded_amount
 
     @property
+    def refunded_total(self) -> Decimal:
+        """What went back of the order's own payment (money it could not take aside)."""
+        return self.refunded_amount
+
+    @property
     def held_total(self) -> Decimal:
         """The total without the bookings the order let go (needs `bookings` loaded)."""
         released = sum((b.cost for b in self.bookings if b.released), Decimal("0.00"))

@@ -175,7 +175,7 @@ async def _orders_by_status(connection: AsyncConnection) -> list[Metric]:
 
 
 async def _outbox(connection: AsyncConnection) -> list[Metric]:
-    from models.siblings.shared import DomainEvent
+    from models.domain_event import DomainEvent
 
     waiting, oldest = (
         await connection.execute(

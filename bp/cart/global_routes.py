@@ -15,8 +15,8 @@ from bp.cart.forms import (
     quantity_of,
     raise_for_errors,
 )
+from bp.cart.line_answers import init_line_answers, line_answer
 from bp.cart.responses import (
-    after_write,
     check_payment,
     checkout_and_pay,
     current_identity,
@@ -25,7 +25,7 @@ from bp.cart.responses import (
 )
 from bp.cart.services.calendar_cart import remove_entry_from_cart
 from bp.cart.services.check_sumup_status import order_id_for_checkout
-from bp.cart.services.order_queries import get_order_for_owner
+from bp.cart.services.order_queries import get_order_for_owner, order_booking_rows
 from bp.cart.services.update_cart import add_to_cart, remove_from_cart, set_quantity
 from bp.cart.services.webhook_tokens import webhook_token_is_valid
 from services.csrf import bind_form
@@ -37,6 +37,7 @@ from services.rate_limits import rate_limited
 from services.status_throttle import status_check_due
 
 bp = Blueprint("cart_global", __name__, url_prefix="/cart")
+init_line_answers(bp)  # refused line changes answer beside the line, not as an error page
 
 
 @bp.post("/add/<id:product_id>/")
@@ -54,7 +55,7 @@ async def add(product_id: int) -> Any:
         market_place_id=form.market_place.data,
         max_quantity=limit,
     )
-    return await after_write(f"{change.title}: {change.quantity} in your cart.", form.next.data)
+    return await line_answer(f"{change.title}: {change.quantity} in your cart.", form.next.data)
 
 
 @bp.post("/update/<id:product_id>/")
@@ -77,7 +78,7 @@ async def update(product_id: int) -> Any:
         if change.quantity
         else f"{change.title} was taken out of your cart."
     )
-    return await after_write(message, form.next.data)
+    return await line_answer(message, form.next.data)
 
 
 @bp.post("/remove/<id:product_id>/")
@@ -92,7 +93,7 @@ async def remove(product_id: int) -> Any:
         product_id=product_id,
         market_place_id=form.market_place.data,
     )
-    return await after_write(f"{change.title} was taken out of your cart.", form.next.data)
+    return await line_answer(f"{change.title} was taken out of your cart.", form.next.data)
 
 
 @bp.post("/entries/<id:entry_id>/remove/")
@@ -101,7 +102,7 @@ async def remove_entry(entry_id: int) -> Any:
     """Take a pending booking out of the cart."""
     form = await bind_form(PlainForm)
     name = await remove_entry_from_cart(db_session(), writing_identity(), entry_id=entry_id)
-    return await after_write(f"{name} was taken out of your cart.", form.next.data)
+    return await line_answer(f"{name} was taken out of your cart.", form.next.data)
 
 
 @bp.post("/checkout/")
@@ -182,7 +183,7 @@ async def checkout_return(order_id: int) -> Any:
     return await render_template(
         "cart/return.html",
         order=order,
-        entry_states={entry.id: entry.state for entry in entries},
+        entries=order_booking_rows(order, entries),
         unreachable=unreachable,
         next_check=tries + 1 if tries < limit else None,
     )

@@ -9,6 +9,7 @@ from quart import Blueprint, render_template
 from bp.cart.responses import checkout_and_pay, current_identity, settings
 from bp.cart.services.page_cart import get_cart_view, get_page
 from services.db import db_session
+from services.page_merchants import pages_paid_directly
 from services.rate_limits import rate_limited
 
 bp = Blueprint("cart_page", __name__, url_prefix="/cart")
@@ -17,11 +18,15 @@ bp = Blueprint("cart_page", __name__, url_prefix="/cart")
 @bp.get("/<page_slug>/")
 async def page_cart(page_slug: str) -> str:
     """The lines and bookings of one page."""
-    page = await get_page(db_session(), page_slug)
+    db = db_session()
+    page = await get_page(db, page_slug)
     view = await get_cart_view(
-        db_session(), current_identity(), default_currency=settings().cart.currency, page=page
+        db, current_identity(), default_currency=settings().cart.currency, page=page
     )
-    return await render_template("cart/page.html", view=view, page=page)
+    paid_directly = await pages_paid_directly(db, (group.page.id for group in view.groups))
+    return await render_template(
+        "cart/page.html", view=view, page=page, paid_directly=paid_directly
+    )
 
 
 @bp.post("/<page_slug>/checkout/")

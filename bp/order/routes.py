@@ -9,10 +9,15 @@ from quart import Blueprint, flash, redirect, render_template, url_for
 from bp.cart.forms import PlainForm
 from bp.cart.responses import check_payment, checkout_context, current_identity, go_to_payment
 from bp.cart.services.cancel_order import CancelOutcome, cancel_order
-from bp.cart.services.order_queries import get_order_for_owner, get_order_history
+from bp.cart.services.order_queries import (
+    get_order_for_owner,
+    get_order_history,
+    order_booking_rows,
+)
 from bp.cart.services.refunds import refunds_of_order
 from services.csrf import bind_form
 from services.db import db_session
+from services.formatting import order_status_label
 from services.order_lifecycle import get_entries_for_order
 from services.rate_limits import rate_limited
 from services.status_throttle import status_check_due
@@ -31,7 +36,7 @@ async def detail(order_id: int) -> str:
     return await render_template(
         "order/detail.html",
         order=order,
-        entry_states={entry.id: entry.state for entry in entries},
+        entries=order_booking_rows(order, entries),
         history=history,
         refunds=refunds,
     )
@@ -45,7 +50,8 @@ async def pay(order_id: int) -> Any:
     db = db_session()
     order = await get_order_for_owner(db, current_identity(), order_id)
     if not order.is_unpaid:
-        await flash(f"Order {order.number} is {order.status}; there is nothing to pay.", "success")
+        status = order_status_label(order.status).lower()
+        await flash(f"Order {order.number} is {status}; there is nothing to pay.", "success")
         return redirect(url_for("order.detail", order_id=order.id), 303)
     await db.commit()
     # A hosted page lives about 30 minutes: never send the shopper to an old one.
@@ -61,7 +67,7 @@ async def recheck(order_id: int) -> Any:
     order = await get_order_for_owner(db, current_identity(), order_id)
     if await status_check_due(order.id):
         order = await check_payment(order.id)
-    await flash(f"Order {order.number} is {order.status}.", "success")
+    await flash(f"Order {order.number}: {order_status_label(order.status)}.", "success")
     return redirect(url_for("order.detail", order_id=order.id), 303)
 
 
@@ -82,3 +88,12 @@ async def cancel(order_id: int) -> Any:
     outcome = await cancel_order(db, order, checkout_context())
     await flash(CANCEL_MESSAGES[outcome].format(number=order.number), "success")
     return redirect(url_for("order.detail", order_id=order.id), 303)
+
+
+@bp.get("/<bigid:order_id>/cancel/")
+async def cancel_confirm(order_id: int) -> Any:
+    """The step before cancelling: what cancelling does, with a way back (nothing changes)."""
+    order = await get_order_for_owner(db_session(), current_identity(), order_id)
+    if not order.is_unpaid:
+        return redirect(url_for("order.detail", order_id=order.id), 303)
+    return await render_template("order/cancel.html", order=order)

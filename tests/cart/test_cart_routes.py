@@ -18,14 +18,14 @@ async def _live_lines(db: AsyncSession) -> list[CartItem]:
     return list(await db.scalars(query.execution_options(populate_existing=True)))
 
 
-async def test_add_defaults_to_one_and_redirects_to_the_cart(
+async def test_add_defaults_to_one_and_redirects_to_the_line_in_the_cart(
     client: Client, db: AsyncSession
 ) -> None:
     _, market = await make_shop(db)
     product = await make_product(db, market, price="4.50")
     response = await add(client, product.id, quantity="")
     assert response.status_code == 303
-    assert response.headers["Location"] == "/cart/"
+    assert response.headers["Location"] == f"/cart/#line-{product.id}"
     [line] = await _live_lines(db)
     assert (line.product_id, line.quantity, line.market_place_id) == (product.id, 1, market.id)
     assert line.session_id and line.user_id is None
@@ -55,11 +55,11 @@ async def test_add_answers_json_with_the_new_summary(client: Client, db: AsyncSe
     }
 
 
-async def test_next_on_this_site_is_followed(client: Client, db: AsyncSession) -> None:
+async def test_next_on_this_site_is_followed_to_the_line(client: Client, db: AsyncSession) -> None:
     _, market = await make_shop(db)
     product = await make_product(db, market)
     response = await add(client, product.id, next="/dev/shop")
-    assert response.headers["Location"] == "/dev/shop"
+    assert response.headers["Location"] == f"/dev/shop#line-{product.id}"
 
 
 async def test_next_to_a_sibling_app_is_followed(
@@ -161,7 +161,7 @@ async def test_live_price_follows_the_product(client: Client, db: AsyncSession) 
 async def test_entries_of_someone_else_cannot_be_removed(client: Client, db: AsyncSession) -> None:
     page, _ = await make_shop(db)
     entry = await make_entry(db, await make_calendar(db, page), session_id="someone-else")
-    response = await post_form(client, f"/cart/entries/{entry.id}/remove/")
+    response = await post_form(client, f"/cart/entries/{entry.id}/remove/", json=True)
     assert response.status_code == 404
     await db.refresh(entry)
     assert entry.state == "pending"

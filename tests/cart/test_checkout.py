@@ -415,14 +415,18 @@ async def test_return_page_is_only_for_the_owner(
     assert (await stranger.get(f"/orders/{order.id}/")).status_code == 404
 
 
-async def test_return_page_while_pending_says_confirming_and_rechecks_a_bounded_number_of_times(
+async def test_return_page_while_pending_polls_with_js_offers_check_again_and_says_when_it_stops(
     client: Client, db: AsyncSession, settings: Any
 ) -> None:
     await _cart_with_entry(client, db)
     await _checkout(client)
     [order] = await _orders(db)
     page = await page_text(await client.get(f"/cart/checkout/return/{order.id}/"))
-    assert "Confirming your payment" in page and 'http-equiv="refresh"' in page
+    assert "Confirming your payment" in page and 'http-equiv="refresh"' not in page
+    assert f'hx-get="/cart/checkout/return/{order.id}/?check=1"' in page  # polled with JS
+    assert ">Check again</button>" in page and 'name="check" value="1"' in page  # without
     limit = settings.orders.return_page_rechecks
     last = await page_text(await client.get(f"/cart/checkout/return/{order.id}/?check={limit}"))
-    assert 'http-equiv="refresh"' not in last and "taking longer than usual" in last
+    assert "hx-get" not in last and "checks again by itself" not in last
+    assert "We have stopped checking" in last and "taking longer than usual" in last
+    assert ">Pay now</button>" in last and "Back to your cart</a>" in last

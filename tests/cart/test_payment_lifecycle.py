@@ -117,7 +117,7 @@ async def test_money_paid_on_a_superseded_checkout_sumup_kept_open_is_found_and_
     assert await event_count(db, "order.refunded", old.id) == 1
     assert await event_count(db, "order.paid", old.id) == 0
     html = await page_text(await client.get(f"/orders/{old.id}/"))
-    assert "refunded automatically" in html
+    assert 'data-testid="auto-refund"' in html and "£19.00 automatically" in html
 
 
 # --- 2. a checkout found by reference ------------------------------------------------

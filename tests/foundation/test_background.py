@@ -14,7 +14,7 @@ from quart.typing import TestClientProtocol as Client
 from sqlalchemy.ext.asyncio import AsyncSession
 
 import services.background
-from tests.orders.factories import place_order, reload
+from tests.orders.factories import current_attempt, place_order
 
 
 def _sweep_runs() -> float:
@@ -50,8 +50,8 @@ async def test_stopping_lets_the_sweep_finish_the_round_it_is_in(
         await asyncio.sleep(0.3)  # the round has started and waits on SumUp
         stopping = time.monotonic()
     assert time.monotonic() - stopping >= 1.0  # the stop waited for the round
-    order = await reload(db, placed.order)
-    assert order.last_checked_at is not None
+    attempt = await current_attempt(db, placed.order)
+    assert attempt.checked_at is not None  # the round asked SumUp and recorded it
     assert _sweep_runs() == runs + 1
     assert "reconcile sweep: stopped" in caplog.text
     assert "cancelling" not in caplog.text

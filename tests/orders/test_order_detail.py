@@ -57,9 +57,11 @@ async def test_unpaid_order_offers_pay_now_cancel_and_check_payment_status(
 ) -> None:
     placed = await place_order(client, db)
     html = await _detail(client, placed.order.id)
-    assert 'data-status="pending"' in html
-    for button in ("Pay now", "Cancel order", "Check payment status"):
-        assert f">{button}</button>" in html
+    assert 'data-status="pending"' in html and "Awaiting payment" in html
+    assert ">Pay now</button>" in html and "Check payment status</button>" in html
+    # Cancelling goes through a confirmation step first.
+    assert f'href="/orders/{placed.order.id}/cancel/"' in html
+    assert f'action="/orders/{placed.order.id}/cancel/"' not in html
     assert _history(html) == ["Order placed"]
     assert "SumUp transaction" not in html
 
@@ -82,7 +84,8 @@ async def test_paid_order_shows_its_sumup_transaction_code_and_history_and_no_ac
     assert _history(html) == ["Order placed", "Payment failed", "Payment started again", "Paid"]
     for button in ("Pay now", "Cancel order", "Check payment status"):
         assert button not in html
-    assert "provisional" in html  # the booking is held for the events app to confirm
+    # The booking is held for the events app to confirm, in the shopper's words.
+    assert "Booking confirmed on payment" in html
 
 
 async def test_another_users_order_is_a_404_not_a_403_for_every_action(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from quart.typing import TestClientProtocol as Client
@@ -12,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import create_app
 from models import User
+from services.formatting import TimeFormatter
 from tests.factories import make_calendar, make_entry, make_page, make_user
 from tests.orders.factories import (
     latest_order,
@@ -60,10 +62,14 @@ async def test_each_row_shows_number_date_page_item_count_total_and_status(
 
     rows = order_rows(await _orders_page(client))
 
-    placed = order.created_at.strftime("%d %b %Y %H:%M")
+    placed = TimeFormatter(ZoneInfo("Europe/London")).datetime(order.created_at)
+    assert placed.endswith(("GMT", "BST"))  # in the coop's zone, and saying so
     assert rows == [
-        (whole_cart.id, ["RA-000002", rows[0][1][1], "Whole cart", "1", "£12.00", "pending"]),
-        (order.id, ["RA-000001", placed, "Farm Shop", "4", "£7.50", "paid"]),
+        (
+            whole_cart.id,
+            ["RA-000002", rows[0][1][1], "Whole cart", "1", "£12.00", "Awaiting payment"],
+        ),
+        (order.id, ["RA-000001", placed, "Farm Shop", "4", "£7.50", "Paid"]),
     ]
 
 

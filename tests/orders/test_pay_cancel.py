@@ -105,7 +105,7 @@ async def test_recheck_marks_the_order_paid_when_the_webhook_never_came(
     response = await post_form(client, f"/orders/{placed.order.id}/recheck/")
 
     html = await _then_detail(client, response, placed.order.id)
-    assert f"Order {placed.order.number} is paid." in html
+    assert f"Order {placed.order.number}: Paid." in html
     order = await latest_order(db)
     assert order.status == "paid" and order.sumup_transaction_code
     assert await event_count(db, "order.paid") == 1
@@ -118,7 +118,7 @@ async def test_recheck_of_a_payment_not_yet_made_leaves_the_order_pending(
     placed = await place_order(client, db)
     response = await post_form(client, f"/orders/{placed.order.id}/recheck/")
     html = await _then_detail(client, response, placed.order.id)
-    assert f"Order {placed.order.number} is pending." in html
+    assert f"Order {placed.order.number}: Awaiting payment." in html
     assert (await latest_order(db)).status == "pending"
 
 

@@ -33,7 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from models import Order
 from sandbox.embedded import asyncpg_dsn
-from services.sessions import RedisSessionInterface
+from services.sessions import ANCHOR_COOKIE, RedisSessionInterface
 from tests.conftest import REDIS_PREFIX, ROOT, free_port
 from tests.factories import make_line, make_product, make_shop, make_user
 
@@ -216,8 +216,18 @@ class Shopper:
         assert page.status_code == 200, page.text
         token, key = CSRF.search(page.text), IDEMPOTENCY.search(page.text)
         assert token and key, "no checkout form on the cart page"
+        # The form's CSRF token is bound to the anchor cookie the page set; it is Secure
+        # and this test is plain HTTP, so it goes back by hand like the session cookie.
+        anchor = "; ".join(
+            f"{name}={value}"
+            for name, value in page.cookies.items()
+            if name.endswith(ANCHOR_COOKIE)
+        )
+        cookie = f"{self.client.headers['Cookie']}; {anchor}" if anchor else None
         return await self.client.post(
-            "/cart/checkout/", data={"csrf_token": token[1], "idempotency_key": key[1]}
+            "/cart/checkout/",
+            data={"csrf_token": token[1], "idempotency_key": key[1]},
+            headers={"Cookie": cookie} if cookie else None,
         )
 
     async def aclose(self) -> None:

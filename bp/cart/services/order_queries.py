@@ -133,6 +133,34 @@ async def list_orders(
 
 
 @dataclass(frozen=True)
+class BookingRow:
+    """A booking as an order's page shows it: held, paid for, or released."""
+
+    name: str
+    start_at: datetime
+    cost: Decimal
+    currency: str
+    state: str
+    released: bool
+
+
+def order_booking_rows(order: Order, entries: list[CalendarEntry]) -> list[BookingRow]:
+    """The bookings an order claimed (`bookings` loaded), each with its state now."""
+    states = {entry.id: entry.state for entry in entries}
+    return [
+        BookingRow(
+            name=booking.name,
+            start_at=booking.start_at,
+            cost=booking.cost,
+            currency=booking.currency,
+            state=states.get(booking.entry_id, "pending"),
+            released=booking.released,
+        )
+        for booking in order.bookings
+    ]
+
+
+@dataclass(frozen=True)
 class HistoryItem:
     occurred_at: datetime
     label: str

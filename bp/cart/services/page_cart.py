@@ -47,7 +47,7 @@ class CartView:
         )
 
     @property
-    def holding_orders(self) -> list[HoldingOrder]:
+    def unpaid_orders(self) -> list[HoldingOrder]:
         """Unpaid orders that hold bookings of this cart, oldest first."""
         held: dict[int, list[str]] = {}
         for group in self.groups:
@@ -63,10 +63,17 @@ class HoldingOrder:
 
     id: int
     booking_names: list[str]
+    total_amount: None = None  # the notice names what it holds, not the order's total
+    currency: str = "GBP"
 
     @property
     def number(self) -> str:
         return f"RA-{self.id:06d}"
+
+    @property
+    def holds(self) -> str:
+        """What the order holds, for the notice."""
+        return ", ".join(self.booking_names)
 
 
 async def get_page(session: AsyncSession, slug: str) -> PageRef:
