@@ -1,0 +1,130 @@
+"""What the soak saw on the wire: every answer, timed, and the site's two instances.
+
+`Site.request` sends a shopper's request to its home instance and, when that one
+refuses the connection (killed, restarting), to the other, as a load balancer
+would. A request that dies in flight is not sent again: its outcome is unknown, as
+a browser's would be. Every answer (or failure to get one) is recorded with its
+start and end times, so the report can set it against the faults injected then.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+# Statuses that mean "no HTTP answer": refused (nobody listening) and died in flight.
+REFUSED = -1
+DROPPED = 0
+IDS = re.compile(r"/\d+(?=/|$)")
+
+
+def route_of(path: str) -> str:
+    """`/orders/42/pay/?x=1` → `/orders/<id>/pay/`, for counting by route."""
+    return IDS.sub("/<id>", path.split("?", 1)[0])
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One request and what came of it."""
+
+    actor: str
+    method: str
+    route: str
+    status: int
+    started: float
+    ended: float
+    instance: str
+    detail: str = ""
+
+    @property
+    def status_class(self) -> str:
+        if self.status == REFUSED:
+            return "refused"
+        if self.status == DROPPED:
+            return "dropped"
+        return f"{self.status // 100}xx"
+
+
+@dataclass
+class Traffic:
+    """Every answer of the run, and the clock they are timed by."""
+
+    t0: float = field(default_factory=time.monotonic)
+    answers: list[Answer] = field(default_factory=list)
+    sandbox_calls: Counter[str] = field(default_factory=Counter)
+    failovers: int = 0
+
+    def now(self) -> float:
+        """Seconds since the run began."""
+        return time.monotonic() - self.t0
+
+    def by_class(self) -> Counter[str]:
+        return Counter(answer.status_class for answer in self.answers)
+
+    def by_status(self) -> Counter[int]:
+        return Counter(answer.status for answer in self.answers)
+
+
+class Site:
+    """The two app instances as one site; `home` picks where a shopper goes first."""
+
+    def __init__(self, bases: list[tuple[str, str]], traffic: Traffic) -> None:
+        self.bases = bases  # (instance name, base URL)
+        self.traffic = traffic
+
+    async def request(
+        self,
+        client: httpx.AsyncClient,
+        actor: str,
+        home: int,
+        method: str,
+        path: str,
+        **kwargs: Any,
+    ) -> httpx.Response | None:
+        """Send to the home instance, fail over on a refused connection; None: no answer."""
+        order = [home % len(self.bases), (home + 1) % len(self.bases)]
+        for attempt, index in enumerate(order):
+            name, base = self.bases[index]
+            started = self.traffic.now()
+            try:
+                response = await client.request(method, base + path, **kwargs)
+            except httpx.ConnectError as error:
+                self._record(actor, method, path, REFUSED, started, name, repr(error))
+                if attempt == 0:
+                    self.traffic.failovers += 1
+                continue
+            except httpx.HTTPError as error:
+                self._record(actor, method, path, DROPPED, started, name, repr(error)[:200])
+                return None
+            detail = response.text[:300] if response.status_code >= 500 else ""
+            self._record(actor, method, path, response.status_code, started, name, detail)
+            return response
+        return None
+
+    def _record(
+        self,
+        actor: str,
+        method: str,
+        path: str,
+        status: int,
+        started: float,
+        instance: str,
+        detail: str,
+    ) -> None:
+        self.traffic.answers.append(
+            Answer(
+                actor=actor,
+                method=method,
+                route=route_of(path),
+                status=status,
+                started=started,
+                ended=self.traffic.now(),
+                instance=instance,
+                detail=detail,
+            )
+        )
