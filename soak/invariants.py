@@ -154,7 +154,7 @@ async def payments_kept_or_refunded(
     taken = sum((Decimal(m["taken"]) for m in money.values()), ZERO)
     refunded = sum((Decimal(m["refunded"]) for m in money.values()), ZERO)
     result.note = (
-        f"taken {taken} − refunded {refunded} = {taken - refunded} at SumUp; "
+        f"taken {taken} - refunded {refunded} = {taken - refunded} at SumUp; "
         f"orders kept {kept_total}"
     )
     if taken - refunded != kept_total:
@@ -173,19 +173,23 @@ async def payments_kept_or_refunded(
     return result
 
 
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 async def read_stream(redis: Redis, stream: str) -> list[dict[str, str]]:
     """Every entry of the stream (XRANGE in pages), as text fields."""
     entries: list[dict[str, str]] = []
     start = "-"
     while True:
-        page = await redis.xrange(stream, min=start, max="+", count=1000)
+        page: list[Any] = list(await redis.xrange(stream, min=start, max="+", count=1000) or [])
         if start != "-":
             page = page[1:]
         if not page:
             return entries
         for _entry_id, fields in page:
-            entries.append({k.decode(): v.decode() for k, v in fields.items()})
-        start = page[-1][0].decode()
+            entries.append({_text(k): _text(v) for k, v in (fields or {}).items()})
+        start = _text(page[-1][0])
 
 
 async def one_paid_event_per_paid_order(
@@ -200,8 +204,7 @@ async def one_paid_event_per_paid_order(
     )
     outbox = {int(row["id"]): row for row in events}
     paid_orders = {
-        int(row["id"])
-        for row in await db.fetch("SELECT id FROM orders WHERE paid_at IS NOT NULL")
+        int(row["id"]) for row in await db.fetch("SELECT id FROM orders WHERE paid_at IS NOT NULL")
     }
     result.checked = len(paid_orders)
     paid_events: Counter[int] = Counter(
@@ -214,7 +217,9 @@ async def one_paid_event_per_paid_order(
             result.violations.append(f"order {order_id} ({state}) has {count} order.paid rows")
     unpublished = [event_id for event_id, row in outbox.items() if not row["published"]]
     if unpublished:
-        result.violations.append(f"{len(unpublished)} outbox rows never published: {unpublished[:10]}")
+        result.violations.append(
+            f"{len(unpublished)} outbox rows never published: {unpublished[:10]}"
+        )
     seen: dict[int, dict[str, str]] = {}
     copies = 0
     for entry in stream:
@@ -229,7 +234,9 @@ async def one_paid_event_per_paid_order(
             result.violations.append(f"stream has event {event_id}, the outbox does not")
         elif row["event_type"] != entry["type"] or row["aggregate_id"] != entry["aggregate_id"]:
             result.violations.append(f"stream event {event_id} differs from its outbox row")
-    missing = [event_id for event_id, row in outbox.items() if row["published"] and event_id not in seen]
+    missing = [
+        event_id for event_id, row in outbox.items() if row["published"] and event_id not in seen
+    ]
     if missing:
         result.violations.append(
             f"{len(missing)} published outbox rows are not in the stream: {missing[:10]}"
@@ -240,7 +247,8 @@ async def one_paid_event_per_paid_order(
     for order_id in paid_orders:
         if stream_paid.get(order_id, 0) != 1:
             result.violations.append(
-                f"order {order_id}: {stream_paid.get(order_id, 0)} distinct order.paid in the stream"
+                f"order {order_id}: {stream_paid.get(order_id, 0)} distinct order.paid "
+                "in the stream"
             )
     by_type = Counter(entry["type"] for entry in seen.values())
     result.note = (
@@ -289,22 +297,24 @@ async def no_line_bought_and_still_in_cart(db: asyncpg.Connection) -> Invariant:
 async def no_booking_in_two_live_orders(db: asyncpg.Connection) -> Invariant:
     """No calendar entry held by two live orders, and every held booking is the entry's."""
     result = Invariant("no calendar entry claimed by two live orders")
-    live = "('pending', 'failed', 'expired', 'paid', 'partially_refunded')"
+    live = ["pending", "failed", "expired", "paid", "partially_refunded"]
     result.checked = await db.fetchval("SELECT count(DISTINCT entry_id) FROM order_bookings")
     for row in await db.fetch(
         "SELECT b.entry_id, array_agg(b.order_id ORDER BY b.order_id) AS orders "
         "FROM order_bookings b JOIN orders o ON o.id = b.order_id "
-        f"WHERE b.released_at IS NULL AND o.status IN {live} "  # noqa: S608 (a constant)
-        "GROUP BY b.entry_id HAVING count(*) > 1"
+        "WHERE b.released_at IS NULL AND o.status = ANY($1::text[]) "
+        "GROUP BY b.entry_id HAVING count(*) > 1",
+        live,
     ):
         result.violations.append(f"entry {row['entry_id']} held by orders {list(row['orders'])}")
     for row in await db.fetch(
         "SELECT b.entry_id, b.order_id, o.status, e.order_id AS entry_order, e.state "
         "FROM order_bookings b JOIN orders o ON o.id = b.order_id "
         "JOIN calendar_entries e ON e.id = b.entry_id "
-        f"WHERE b.released_at IS NULL AND o.status IN {live} "  # noqa: S608 (a constant)
+        "WHERE b.released_at IS NULL AND o.status = ANY($1::text[]) "
         "  AND (e.order_id IS DISTINCT FROM b.order_id "
-        "    OR e.state NOT IN ('ordered', 'provisional', 'confirmed'))"
+        "    OR e.state NOT IN ('ordered', 'provisional', 'confirmed'))",
+        live,
     ):
         result.violations.append(
             f"order {row['order_id']} ({row['status']}) holds entry {row['entry_id']}, "
@@ -396,7 +406,9 @@ def sort_failures(answers: list[Answer], windows: list[FaultWindow]) -> FiveHund
     return sorted_out
 
 
-def no_unexplained_5xx(answers: list[Answer], windows: list[FaultWindow]) -> tuple[Invariant, FiveHundreds]:
+def no_unexplained_5xx(
+    answers: list[Answer], windows: list[FaultWindow]
+) -> tuple[Invariant, FiveHundreds]:
     """No 5xx except 503 (and SumUp's 502/504 on payment routes) during a fault."""
     result = Invariant("no 5xx but 503 during outages (502/504: SumUp failing, payment routes)")
     result.checked = len(answers)

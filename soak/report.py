@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import platform
+import shutil
 import subprocess
 from collections import Counter
 from dataclasses import asdict
@@ -16,13 +17,13 @@ from soak.run import ROOT, SoakResult, environment_summary
 def _commit() -> str:
     try:
         return subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
+            [shutil.which("git") or "git", "rev-parse", "--short", "HEAD"],
             cwd=ROOT,
             capture_output=True,
             text=True,
             check=True,
         ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
+    except (OSError, subprocess.CalledProcessError):  # not a git checkout
         return "unknown"
 
 
@@ -52,6 +53,9 @@ def as_dict(result: SoakResult) -> dict[str, Any]:
             "by status": {str(k): v for k, v in sorted(traffic.by_status().items())},
             "failovers to the other instance": traffic.failovers,
             "to the sandbox (hosted page, control API)": dict(traffic.sandbox_calls),
+            "webhooks by answer": {
+                str(k): v for k, v in Counter(w.status for w in result.webhooks).items()
+            },
         },
         "actions": dict(result.actions.most_common()),
         "refund requests": dict(result.refund_outcomes.most_common()),
@@ -102,6 +106,8 @@ def as_text(result: SoakResult) -> str:
         f"  by status: {_counts(data['requests']['by status'])}",
         f"  failovers to the other instance (connection refused): {result.traffic.failovers}",
         f"  to the sandbox: {_counts(result.traffic.sandbox_calls)}",
+        f"webhooks SumUp sent, by the app's answer (-1 refused, 0 none): "
+        f"{_counts(Counter(w.status for w in result.webhooks))}",
         f"actions: {_counts(result.actions)}",
         f"refund requests (kind: status): {_counts(result.refund_outcomes)}",
         "",
@@ -124,7 +130,8 @@ def as_text(result: SoakResult) -> str:
         ),
         f"app log: {len(result.app_errors)} ERROR records"
         + (
-            "; kinds: " + "; ".join(f"{n}× {k}" for k, n in _error_kinds(result.app_errors).most_common(6))
+            "; kinds: "
+            + "; ".join(f"{n}× {k}" for k, n in _error_kinds(result.app_errors).most_common(6))
             if result.app_errors
             else ""
         ),

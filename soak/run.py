@@ -41,7 +41,7 @@ from soak.servers import (
     postgres_server,
 )
 from soak.shoppers import Admin, Product, Shopper, World
-from soak.traffic import Site, Traffic
+from soak.traffic import Answer, Site, Traffic, webhook_answers
 
 DATA_DIR = ROOT / ".data" / "soak-servers"
 SOAK_USERS = 12
@@ -94,6 +94,7 @@ class SoakResult:
     facts: dict[str, Any] = field(default_factory=dict)
     app_errors: list[str] = field(default_factory=list)
     signed_in: int = 0
+    webhooks: list[Answer] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
@@ -272,10 +273,11 @@ async def drive(
     from bench.load import logged_errors
     from services.redis_client import create_redis
 
-    connection = await asyncpg.connect(**db.dsn())
     control = SandboxControl(sandbox.url)
+    # The faults terminate every connection to the soak's database: the checks open theirs
+    # once the faults are over.
+    connection = await asyncpg.connect(**db.dsn())
     try:
-        await asyncio.gather(*(instance.wait_ready() for instance in instances))
         products, slugs = await catalogue(connection)
         users = [
             row["email"]
@@ -283,6 +285,10 @@ async def drive(
                 "SELECT email FROM users WHERE email LIKE 'soak-%' ORDER BY id"
             )
         ]
+    finally:
+        await connection.close()
+    try:
+        await asyncio.gather(*(instance.wait_ready() for instance in instances))
         traffic = result.traffic = Traffic()
         site = Site([(i.name, i.url) for i in instances], traffic)
         world = World(
@@ -327,6 +333,7 @@ async def drive(
         result.refund_outcomes = admin.outcomes
         # Faults are over: everything is up and SumUp behaves.
         await control.behave()
+        connection = await asyncpg.connect(**db.dsn())
         result.settled_after, left = await settle(
             connection, control, traffic, options.settle_seconds
         )
@@ -337,7 +344,14 @@ async def drive(
             entries = await read_stream(redis_client, stream)
         finally:
             await redis_client.aclose()
-        five_hundreds, result.failures = no_unexplained_5xx(traffic.answers, injector.log.windows)
+        result.webhooks = webhook_answers(
+            sandbox.log_path.read_text(errors="replace"),
+            traffic.wall0,
+            {instance.port: instance.name for instance in instances},
+        )
+        five_hundreds, result.failures = no_unexplained_5xx(
+            traffic.answers + result.webhooks, injector.log.windows
+        )
         result.invariants = [
             await payments_recorded_once(connection, payments),
             await payments_kept_or_refunded(connection, payments, stats["money"]),

@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -248,17 +248,9 @@ def _stop_group(process: subprocess.Popen[bytes] | None, *, grace: float = 15.0)
     try:
         process.wait(timeout=grace)
     except subprocess.TimeoutExpired:
-        with _ignore_gone():
+        with suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
         process.wait()
-
-
-@contextmanager
-def _ignore_gone() -> Iterator[None]:
-    try:
-        yield
-    except ProcessLookupError:
-        pass
 
 
 class AppInstance:
@@ -293,11 +285,11 @@ class AppInstance:
         )
         self.starts += 1
 
-    async def wait_ready(self, timeout: float = 90.0) -> float:
+    async def wait_ready(self, within: float = 90.0) -> float:
         """Until /readyz answers 200; how long it took."""
         started = time.monotonic()
         async with httpx.AsyncClient(base_url=self.url, timeout=3) as client:
-            while time.monotonic() - started < timeout:
+            while time.monotonic() - started < within:
                 if self.process is None or self.process.poll() is not None:
                     raise ServerError(f"app {self.name} exited:\n{_tail(self.log_path)}")
                 try:
@@ -306,12 +298,12 @@ class AppInstance:
                 except httpx.HTTPError:
                     pass
                 await asyncio.sleep(0.2)
-        raise ServerError(f"app {self.name} not ready after {timeout:g} s:\n{_tail(self.log_path)}")
+        raise ServerError(f"app {self.name} not ready after {within:g} s:\n{_tail(self.log_path)}")
 
     def kill(self) -> None:
         """SIGKILL, no warning: in-flight requests and background work die with it."""
         if self.process is not None and self.process.poll() is None:
-            with _ignore_gone():
+            with suppress(ProcessLookupError):
                 os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait()
             self.kills += 1

@@ -108,7 +108,9 @@ class Shopper:
             await self._send("GET", "/dev/shop")
             if self.token is None:
                 return None
-        return await self._send("POST", path, data={"csrf_token": self.token, **(data or {})}, **kwargs)
+        return await self._send(
+            "POST", path, data={"csrf_token": self.token, **(data or {})}, **kwargs
+        )
 
     async def _follow(self, response: httpx.Response | None) -> httpx.Response | None:
         """Follow a 303 within the site, as a browser does (one hop)."""
@@ -181,7 +183,10 @@ class Shopper:
 
     async def do_add(self) -> None:
         product = self.rng.choice(self.world.products)
-        data = {"quantity": str(self.rng.randint(1, 3)), "market_place": str(product.market_place_id)}
+        data = {
+            "quantity": str(self.rng.randint(1, 3)),
+            "market_place": str(product.market_place_id),
+        }
         as_json = self.rng.random() < 0.5
         response = await self._form(
             f"/cart/add/{product.id}/", data, headers=JSON if as_json else None

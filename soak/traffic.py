@@ -55,6 +55,7 @@ class Traffic:
     """Every answer of the run, and the clock they are timed by."""
 
     t0: float = field(default_factory=time.monotonic)
+    wall0: float = field(default_factory=time.time)
     answers: list[Answer] = field(default_factory=list)
     sandbox_calls: Counter[str] = field(default_factory=Counter)
     failovers: int = 0
@@ -68,6 +69,46 @@ class Traffic:
 
     def by_status(self) -> Counter[int]:
         return Counter(answer.status for answer in self.answers)
+
+
+WEBHOOK_LINE = re.compile(
+    r"^(?P<at>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(?P<ms>\d{3}) \w+ sandbox\.sumup_sandbox: "
+    r"webhook for checkout (?P<checkout>\S+) (?:answered (?P<status>\d+)|to (?P<url>\S+) failed)"
+)
+PORT = re.compile(r"//[^/:]+:(\d+)/cart/checkout/webhook/(\d+)/")
+
+
+def webhook_answers(log_text: str, wall0: float, instances: dict[int, str]) -> list[Answer]:
+    """What the app answered the webhooks SumUp (the sandbox) sent, from the sandbox's log:
+    they are requests too, though no shopper sees their answers."""
+    answers = []
+    for line in log_text.splitlines():
+        match = WEBHOOK_LINE.match(line)
+        if match is None:
+            continue
+        moment = time.mktime(time.strptime(match["at"], "%Y-%m-%d %H:%M:%S"))
+        at = moment + int(match["ms"]) / 1000 - wall0
+        instance = "?"
+        if match["status"]:
+            status = int(match["status"])
+        else:
+            status = REFUSED if "ConnectError" in line else DROPPED
+            found = PORT.search(match["url"])
+            instance = instances.get(int(found[1]), "?") if found else "?"
+        answers.append(
+            Answer(
+                actor="SumUp webhook",
+                method="POST",
+                route="/cart/checkout/webhook/<id>/",
+                status=status,
+                # A delivery that timed out began the client's 5 s before.
+                started=at - 5.0 if status == DROPPED else at,
+                ended=at,
+                instance=instance,
+                detail=f"checkout {match['checkout']}",
+            )
+        )
+    return answers
 
 
 class Site:
