@@ -364,6 +364,21 @@ class FiveHundreds:
 
     during_outages: Counter[str] = field(default_factory=Counter)
     unexplained: list[Answer] = field(default_factory=list)
+    # The faults under way (or just over) when each unexplained one was answered.
+    faults_at: list[list[str]] = field(default_factory=list)
+
+    def as_json(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "status": answer.status,
+                "method": answer.method,
+                "route": answer.route,
+                "instance": answer.instance,
+                "at": round(answer.started, 2),
+                "faults": faults,
+            }
+            for answer, faults in zip(self.unexplained, self.faults_at, strict=True)
+        ]
 
 
 def _windows_at(answer: Answer, windows: list[FaultWindow]) -> list[FaultWindow]:
@@ -403,6 +418,7 @@ def sort_failures(answers: list[Answer], windows: list[FaultWindow]) -> FiveHund
             sorted_out.during_outages[label] += 1
         else:
             sorted_out.unexplained.append(answer)
+            sorted_out.faults_at.append(sorted({window.kind for window in at}))
     return sorted_out
 
 
@@ -413,8 +429,8 @@ def no_unexplained_5xx(
     result = Invariant("no 5xx but 503 during outages (502/504: SumUp failing, payment routes)")
     result.checked = len(answers)
     failures = sort_failures(answers, windows)
-    for answer in failures.unexplained:
-        at = ", ".join(sorted({w.kind for w in _windows_at(answer, windows)})) or "no fault"
+    for answer, kinds in zip(failures.unexplained, failures.faults_at, strict=True):
+        at = ", ".join(kinds) or "no fault"
         label = {REFUSED: "refused", DROPPED: "dropped"}.get(answer.status, str(answer.status))
         body = " ".join(answer.detail.split())[:160]
         result.violations.append(

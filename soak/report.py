@@ -63,6 +63,7 @@ def as_dict(result: SoakResult) -> dict[str, Any]:
         "fault windows": [asdict(w) for w in result.faults.windows],
         "fault errors": result.faults.errors,
         "5xx and missing answers during outages": dict(result.failures.during_outages),
+        "unexplained 5xx and missing answers": result.failures.as_json(),
         "settled after seconds": result.settled_after,
         "facts": result.facts,
         "invariants": as_json(result.invariants),
