@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint format install browser clean bench
+.PHONY: run test lint format install browser clean bench soak
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "Python 3.11 is needed (set PYTHON=...)"; exit 1; }
@@ -23,6 +23,11 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.queries && $(BIN)/python -m bench.load
+
+# Long form by hand (minutes); the short form runs in `make test` (tests/soak/).
+SOAK_ARGS ?= --shoppers 60 --duration 300
+soak: $(STAMP)
+	$(BIN)/python -m soak $(SOAK_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

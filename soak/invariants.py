@@ -17,7 +17,7 @@ import asyncpg
 from redis.asyncio import Redis
 
 from soak.faults import SANDBOX_KINDS, FaultWindow
-from soak.traffic import DROPPED, REFUSED, Answer
+from soak.traffic import DROPPED, REFUSED, TIMED_OUT, Answer
 
 ZERO = Decimal("0.00")
 # How long after a fault ends its effects may still be seen (a request that began
@@ -410,8 +410,8 @@ def sort_failures(answers: list[Answer], windows: list[FaultWindow]) -> FiveHund
     """Each 5xx (and refused or dropped request) explained by a fault, or not."""
     sorted_out = FiveHundreds()
     for answer in answers:
-        if 0 < answer.status < 500 or answer.status >= 600:
-            continue
+        if answer.status == TIMED_OUT or 0 < answer.status < 500 or answer.status >= 600:
+            continue  # a slow answer is not a wrong one: timeouts are counted on their own
         at = _windows_at(answer, windows)
         if _explained(answer, at):
             label = "refused/dropped" if answer.status <= 0 else str(answer.status)

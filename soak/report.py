@@ -107,7 +107,7 @@ def as_text(result: SoakResult) -> str:
         f"  by status: {_counts(data['requests']['by status'])}",
         f"  failovers to the other instance (connection refused): {result.traffic.failovers}",
         f"  to the sandbox: {_counts(result.traffic.sandbox_calls)}",
-        f"webhooks SumUp sent, by the app's answer (-1 refused, 0 none): "
+        f"webhooks SumUp sent, by the app's answer (-2 timed out, -1 refused, 0 none): "
         f"{_counts(Counter(w.status for w in result.webhooks))}",
         f"actions: {_counts(result.actions)}",
         f"refund requests (kind: status): {_counts(result.refund_outcomes)}",

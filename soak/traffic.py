@@ -17,7 +17,9 @@ from typing import Any
 
 import httpx
 
-# Statuses that mean "no HTTP answer": refused (nobody listening) and died in flight.
+# Statuses that mean "no HTTP answer": refused (nobody listening), died in flight, and
+# not answered within the client's timeout (a slow server, not a broken one).
+TIMED_OUT = -2
 REFUSED = -1
 DROPPED = 0
 IDS = re.compile(r"/\d+(?=/|$)")
@@ -47,6 +49,8 @@ class Answer:
             return "refused"
         if self.status == DROPPED:
             return "dropped"
+        if self.status == TIMED_OUT:
+            return "timed out"
         return f"{self.status // 100}xx"
 
 
@@ -92,7 +96,12 @@ def webhook_answers(log_text: str, wall0: float, instances: dict[int, str]) -> l
         if match["status"]:
             status = int(match["status"])
         else:
-            status = REFUSED if "ConnectError" in line else DROPPED
+            if "ConnectError" in line:
+                status = REFUSED
+            elif "Timeout" in line:
+                status = TIMED_OUT
+            else:
+                status = DROPPED
             found = PORT.search(match["url"])
             instance = instances.get(int(found[1]), "?") if found else "?"
         answers.append(
@@ -102,7 +111,7 @@ def webhook_answers(log_text: str, wall0: float, instances: dict[int, str]) -> l
                 route="/cart/checkout/webhook/<id>/",
                 status=status,
                 # A delivery that timed out began the client's 5 s before.
-                started=at - 5.0 if status == DROPPED else at,
+                started=at - 5.0 if status in (DROPPED, TIMED_OUT) else at,
                 ended=at,
                 instance=instance,
                 detail=f"checkout {match['checkout']}",
@@ -139,6 +148,9 @@ class Site:
                 if attempt == 0:
                     self.traffic.failovers += 1
                 continue
+            except httpx.TimeoutException as error:
+                self._record(actor, method, path, TIMED_OUT, started, name, repr(error)[:200])
+                return None
             except httpx.HTTPError as error:
                 self._record(actor, method, path, DROPPED, started, name, repr(error)[:200])
                 return None
