@@ -12,6 +12,7 @@ from typing import Any
 
 from soak.invariants import as_json
 from soak.run import ROOT, SoakResult, environment_summary
+from soak.traffic import DROPPED, REFUSED, TIMED_OUT
 
 
 def _commit() -> str:
@@ -25,6 +26,10 @@ def _commit() -> str:
         ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):  # not a git checkout
         return "unknown"
+
+
+def _status(status: int) -> str:
+    return {TIMED_OUT: "timed out", REFUSED: "refused", DROPPED: "dropped"}.get(status, str(status))
 
 
 def _counts(counter: Counter[Any] | dict[str, Any]) -> str:
@@ -50,11 +55,11 @@ def as_dict(result: SoakResult) -> dict[str, Any]:
         "requests": {
             "total": len(traffic.answers),
             "by class": dict(traffic.by_class()),
-            "by status": {str(k): v for k, v in sorted(traffic.by_status().items())},
+            "by status": {_status(k): v for k, v in sorted(traffic.by_status().items())},
             "failovers to the other instance": traffic.failovers,
             "to the sandbox (hosted page, control API)": dict(traffic.sandbox_calls),
             "webhooks by answer": {
-                str(k): v for k, v in Counter(w.status for w in result.webhooks).items()
+                _status(k): v for k, v in Counter(w.status for w in result.webhooks).items()
             },
         },
         "actions": dict(result.actions.most_common()),
@@ -107,8 +112,8 @@ def as_text(result: SoakResult) -> str:
         f"  by status: {_counts(data['requests']['by status'])}",
         f"  failovers to the other instance (connection refused): {result.traffic.failovers}",
         f"  to the sandbox: {_counts(result.traffic.sandbox_calls)}",
-        f"webhooks SumUp sent, by the app's answer (-2 timed out, -1 refused, 0 none): "
-        f"{_counts(Counter(w.status for w in result.webhooks))}",
+        "webhooks SumUp sent, by the app's answer: "
+        + _counts(Counter(_status(w.status) for w in result.webhooks)),
         f"actions: {_counts(result.actions)}",
         f"refund requests (kind: status): {_counts(result.refund_outcomes)}",
         "",

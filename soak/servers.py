@@ -9,6 +9,8 @@ nicely did not work.
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import ctypes.util
 import os
 import shutil
 import signal
@@ -30,6 +32,7 @@ from sandbox.embedded import asyncpg_dsn
 
 ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
+PR_SET_PDEATHSIG = 1
 
 
 class ServerError(RuntimeError):
@@ -42,6 +45,16 @@ def free_port() -> int:
         probe.bind((HOST, 0))
         port: int = probe.getsockname()[1]
         return port
+
+
+# Loaded here, not in the child: between fork and exec only the call itself is safe.
+_LIBC = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGKILL when the soak dies, however it dies (Linux's
+    PR_SET_PDEATHSIG), so a soak killed from outside leaves no server behind."""
+    _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def _tail(path: Path, lines: int = 30) -> str:
@@ -154,7 +167,9 @@ class RedisServer:
         command += ["--dir", str(self.dir), "--appendonly", "yes", "--appendfsync", "always"]
         command += ["--save", "", "--protected-mode", "yes", "--daemonize", "no"]
         with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+            self.process = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -215,7 +230,12 @@ class SandboxServer:
         command += ["--port", str(self.port), "--checkout-ttl", str(self.checkout_ttl_seconds)]
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                command, cwd=ROOT, env=_child_env({}), stdout=log, stderr=subprocess.STDOUT
+                command,
+                cwd=ROOT,
+                env=_child_env({}),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                preexec_fn=_die_with_parent,
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -282,6 +302,7 @@ class AppInstance:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
         self.starts += 1
 

@@ -45,14 +45,20 @@ def soak(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     command = [sys.executable, "-m", "soak", "--shoppers", str(SHOPPERS)]
     command += ["--duration", str(SECONDS), "--settle", "45", "--json", str(report)]
     command += ["--logs", str(folder / "logs")]
-    done = subprocess.run(
-        command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240, check=False
+    soak = subprocess.Popen(
+        command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
+    try:
+        stdout, stderr = soak.communicate(timeout=240)
+    except subprocess.TimeoutExpired:
+        soak.terminate()  # it stops its servers and drops its database on SIGTERM
+        stdout, stderr = soak.communicate(timeout=60)
+        pytest.fail(f"the soak ran over 240 s:\n{stdout[-3000:]}\n{stderr[-3000:]}")
     if not report.exists():
-        pytest.fail(f"the soak wrote no report ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+        pytest.fail(f"the soak wrote no report ({soak.returncode}):\n{stdout}\n{stderr[-5000:]}")
     data: dict[str, Any] = json.loads(report.read_text())
-    data["exit code"] = done.returncode
-    data["text"] = done.stdout
+    data["exit code"] = soak.returncode
+    data["text"] = stdout
     return data
 
 
