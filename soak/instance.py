@@ -11,7 +11,7 @@ import os
 from dataclasses import replace
 
 import path_setup  # noqa: F401  (the project root on sys.path, as app.py does)
-from app import create_app
+from app import create_app  # (app.py also builds its own `app`; it is not served)
 from config import load_settings
 
 _settings = load_settings()
