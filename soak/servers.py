@@ -235,6 +235,7 @@ class SandboxServer:
                 env=_child_env({}),
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                start_new_session=True,  # its own process group, which stop() signals
                 preexec_fn=_die_with_parent,
             )
         deadline = time.monotonic() + timeout
@@ -264,12 +265,13 @@ def _stop_group(process: subprocess.Popen[bytes] | None, *, grace: float = 15.0)
     try:
         os.killpg(process.pid, signal.SIGTERM)
     except ProcessLookupError:
-        return
+        process.terminate()  # not a group leader after all: the process alone
     try:
         process.wait(timeout=grace)
     except subprocess.TimeoutExpired:
         with suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
+        process.kill()
         process.wait()
 
 
