@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 AXE_VERSION := 4.14.1
 AXE_STAMP := .data/node/.axe-core-$(AXE_VERSION)
 
-.PHONY: run test lint format install browser-tools clean bench lock
+.PHONY: run test lint format install browser-tools clean bench lock soak
 
 # Development installs everything: the app, the embedded servers and the dev tools.
 # The image installs only requirements.lock (the app's dependencies, with hashes).
@@ -41,6 +41,11 @@ test: $(STAMP) browser-tools
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.queries && $(BIN)/python -m bench.load
+
+# Long form by hand (minutes); the short form runs in `make test` (tests/soak/).
+SOAK_ARGS ?= --shoppers 60 --duration 300
+soak: $(STAMP)
+	$(BIN)/python -m soak $(SOAK_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
