@@ -10,7 +10,7 @@ goes to the log, never a secret).
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from decimal import Decimal
@@ -21,7 +21,14 @@ from quart import Quart
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sumup import AsyncSumup
-from sumup.errors import APIConnectionError, APIError, APIStatusError, ConflictError, NotFoundError
+from sumup.errors import (
+    APIConnectionError,
+    APIError,
+    APIStatusError,
+    APITimeoutError,
+    ConflictError,
+    NotFoundError,
+)
 
 from config import Settings
 from config.settings import Secret
@@ -259,18 +266,29 @@ async def create_checkout(clients: SumUpClients, account: SumUpAccount, wanted: 
         )
 
 
+async def _read_twice(read: Callable[[], Awaitable[Any]]) -> Any:
+    """A read, tried again once when the pooled connection it went out on was already
+    closed by the other side (keep-alive race): nothing changes at SumUp by reading."""
+    try:
+        return await read()
+    except APITimeoutError:
+        raise
+    except APIConnectionError:
+        return await read()
+
+
 async def get_checkout(clients: SumUpClients, account: SumUpAccount, checkout_id: str) -> Any:
     """The checkout as SumUp has it now."""
     client = clients.for_account(account)
     async with _call("get", checkout_id=checkout_id):
-        return await client.checkouts.get(checkout_id)
+        return await _read_twice(lambda: client.checkouts.get(checkout_id))
 
 
 async def find_checkout(clients: SumUpClients, account: SumUpAccount, reference: str) -> Any:
     """The account's checkout with this reference, or None."""
     client = clients.for_account(account)
     async with _call("list", reference=reference):
-        found = await client.checkouts.list(checkout_reference=reference)
+        found = await _read_twice(lambda: client.checkouts.list(checkout_reference=reference))
     return found[0] if found else None
 
 
@@ -301,7 +319,9 @@ async def refunded_so_far(
     was lost."""
     client = clients.for_account(account)
     async with _call("get_transaction", transaction_id=transaction_id):
-        transaction = await client.transactions.get(account.merchant_code, id=transaction_id)
+        transaction = await _read_twice(
+            lambda: client.transactions.get(account.merchant_code, id=transaction_id)
+        )
     # The SDK's TransactionFull has no `refunded_amount`: add up its REFUND events.
     total = Decimal("0.00")
     for event in transaction.transaction_events or []:
