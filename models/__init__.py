@@ -3,7 +3,7 @@
 from models.base import Base
 from models.checkout_attempt import CheckoutAttempt
 from models.domain_event import DomainEvent
-from models.order import Order, OrderBooking, OrderItem, OrderTransition
+from models.order import CheckoutKey, Order, OrderBooking, OrderItem, OrderTransition
 from models.page_config import PageConfig
 from models.refund import Refund
 from models.siblings.blog import Post, User
@@ -17,6 +17,7 @@ CART_TABLES = frozenset(
         "order_bookings",
         "order_transitions",
         "checkout_attempts",
+        "checkout_keys",
         "refunds",
         "page_configs",
         "domain_events",
@@ -30,6 +31,7 @@ __all__ = [
     "CalendarEntry",
     "CartItem",
     "CheckoutAttempt",
+    "CheckoutKey",
     "DomainEvent",
     "MarketPlace",
     "Order",

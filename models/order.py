@@ -182,3 +182,14 @@ class OrderTransition(Base):
     detail: Mapped[str | None] = mapped_column(String(255))
     attempt_id: Mapped[int | None] = mapped_column(BigInteger)
     occurred_at: Mapped[datetime] = created_at_column()
+
+
+class CheckoutKey(Base):
+    """A checkout form's idempotency key and the order it led to (created or reused), so
+    the same form sent again answers with the same order whatever the cart is now."""
+
+    __tablename__ = "checkout_keys"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    order_id: Mapped[int] = mapped_column(ForeignKey("orders.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = created_at_column()

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 from sqlalchemy import or_, select
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bp.cart.services.calendar_cart import CartEntry, get_cart_entries
@@ -28,7 +29,7 @@ from bp.cart.services.order_queries import load_order
 from bp.cart.services.order_states import UNPAID, move_order, record_created
 from bp.cart.services.total import sum_amounts
 from config import Settings
-from models import Order, OrderItem
+from models import CheckoutKey, Order, OrderItem
 from services.errors import CartError, CheckoutError
 from services.events import money_string
 from services.metrics import ORDERS_CREATED
@@ -127,7 +128,9 @@ async def create_order_from_cart(
     await lock_identity(session, identity)
     if request.idempotency_key:
         existing = await session.scalar(
-            select(Order).where(Order.idempotency_key == request.idempotency_key)
+            select(Order)
+            .join(CheckoutKey, CheckoutKey.order_id == Order.id)
+            .where(CheckoutKey.key == request.idempotency_key)
         )
         if existing is not None:
             if not _owned_by(existing, identity):
@@ -142,6 +145,7 @@ async def create_order_from_cart(
         fingerprint = cart_fingerprint(lines, [e.id for e in in_cart], page_id)
         if fingerprint == same_scope.cart_fingerprint:
             _check_shown_total(request, same_scope.total_amount, same_scope.currency)
+            await _remember_key(session, request, same_scope.id)
             return CheckoutResult(await load_order(session, same_scope.id))
     for order in unpaid:
         await supersede_order(session, order)
@@ -193,9 +197,20 @@ async def create_order_from_cart(
         raise CheckoutError("A booking in your cart changed just now; please try again.")
     await session.flush()
     order = await load_order(session, order.id)
+    await _remember_key(session, request, order.id)
     await record_created(session, order, entry_ids=claimed)
     ORDERS_CREATED.inc()
     return CheckoutResult(order, superseded=[o.id for o in unpaid])
+
+
+async def _remember_key(session: AsyncSession, request: CheckoutRequest, order_id: int) -> None:
+    """The form's key now leads to this order: sent again, it answers with it."""
+    if request.idempotency_key:
+        await session.execute(
+            insert(CheckoutKey)
+            .values(key=request.idempotency_key, order_id=order_id)
+            .on_conflict_do_nothing(index_elements=["key"])
+        )
 
 
 def _check_shown_total(request: CheckoutRequest, amount: Decimal, currency: str) -> None:
