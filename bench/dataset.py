@@ -148,7 +148,9 @@ async def build_dataset(
             token = _csrf(secret_key, data)
             lines, page_slug = _cart(n, catalogue)
             owner = (user_id, None if user_id is not None else data["cart_sid"])
-            line_rows += [(*owner, line.product_id, line.market_place_id, line.quantity) for line in lines]
+            line_rows += [
+                (*owner, line.product_id, line.market_place_id, line.quantity) for line in lines
+            ]
             if len(lines) % 10 == 0:
                 entry_rows.append(
                     (

@@ -120,6 +120,9 @@ class Settings:
     events: EventSettings
     reconcile: ReconcileSettings
     db_pool_size: int = 20
+    # --- database timeouts (services/db.py), added with the perf/reliability work ---
+    db_statement_timeout_ms: int = 30_000
+    db_idle_in_transaction_timeout_ms: int = 60_000
 
     @property
     def dev_routes_enabled(self) -> bool:
@@ -381,6 +384,16 @@ def load_settings(
             batch_size=_int("reconcile.batch_size", rec.get("batch_size", 50), minimum=1),
         ),
     }
+    # --- database timeouts: one statement, and a transaction left open, are bounded ---
+    parsers["db_statement_timeout_ms"] = lambda: _int(
+        "DB_STATEMENT_TIMEOUT_MS", _pick(env, "DB_STATEMENT_TIMEOUT_MS", 30_000), minimum=100
+    )
+    parsers["db_idle_in_transaction_timeout_ms"] = lambda: _int(
+        "DB_IDLE_IN_TRANSACTION_TIMEOUT_MS",
+        _pick(env, "DB_IDLE_IN_TRANSACTION_TIMEOUT_MS", 60_000),
+        minimum=100,
+    )
+    # --- end of database timeouts ---
     values = {
         name: overrides[name] if name in overrides else parse() for name, parse in parsers.items()
     }

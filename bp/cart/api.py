@@ -9,7 +9,7 @@ from quart import Blueprint, request
 
 from bp.cart.responses import current_identity, settings
 from bp.cart.services.summary import get_cart_summary
-from services.db import db_session
+from services.db import db_session, read_only
 
 bp = Blueprint("cart_api", __name__, url_prefix="/internal/cart")
 
@@ -23,6 +23,7 @@ def _authorised() -> bool:
 
 
 @bp.get("/summary")
+@read_only
 async def summary() -> Any:
     """Count and total of the forwarded session's cart, optionally of one page."""
     if not _authorised():

@@ -54,7 +54,7 @@ async def cart_context() -> dict[str, Any]:
             db, current_identity(), default_currency=config.cart.currency
         )
         navigation = await get_navigation_tree(db, blog_url=config.app_urls.get("blog", ""))
-    except (CartError, SQLAlchemyError):
+    except (CartError, SQLAlchemyError, ConnectionRefusedError):
         # An error page must still render when the database is the problem.
         log.warning("cart badge or navigation unavailable", exc_info=True)
         return {"cart_badge": None, "navigation": []}

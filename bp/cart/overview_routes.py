@@ -6,12 +6,13 @@ from quart import Blueprint, render_template
 
 from bp.cart.responses import current_identity, settings
 from bp.cart.services.page_cart import get_cart_view
-from services.db import db_session
+from services.db import db_session, read_only
 
 bp = Blueprint("cart_overview", __name__, url_prefix="/cart")
 
 
 @bp.get("/")
+@read_only
 async def overview() -> str:
     """The whole cart, grouped by page, with subtotals and the total."""
     view = await get_cart_view(
