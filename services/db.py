@@ -122,7 +122,9 @@ def init_db(app: Quart) -> None:
         if session is None:
             return response
         try:
-            if response.status_code < 400 and not g.get("db_read_only"):
+            if g.get("db_read_only"):
+                pass  # autocommit: nothing to commit or roll back; close returns it
+            elif response.status_code < 400:
                 await session.commit()
             else:
                 await session.rollback()

@@ -52,6 +52,16 @@ async def _terminate_app_backends(engine: AsyncEngine) -> None:
     await engine.dispose()
 
 
+@pytest.fixture
+async def fresh_app_pool(app: Quart) -> None:
+    """The app's pool starts empty: the connections a test kills are the ones it made.
+
+    (A connection older than the pool's last invalidation is replaced silently on
+    checkout, so one left from an earlier test would hide the dead one.)
+    """
+    await app.extensions["db_engine"].dispose()
+
+
 async def _shopper_with_a_line(client: Client, db: AsyncSession) -> int:
     page = await make_page(db, "farm")
     product = await make_product(db, await make_market(db, page), title="Eggs")
@@ -62,6 +72,7 @@ async def _shopper_with_a_line(client: Client, db: AsyncSession) -> int:
 @pytest.mark.parametrize(
     "path", ["/cart/", "/cart/farm/", "/internal/cart/summary", "/orders/"], ids=str
 )
+@pytest.mark.usefixtures("fresh_app_pool")
 async def test_a_read_after_postgres_dropped_the_connections_is_retried_not_a_500(
     path: str, app: Quart, client: Client, db: AsyncSession, engine: AsyncEngine, settings: Any
 ) -> None:
@@ -77,6 +88,7 @@ async def test_a_read_after_postgres_dropped_the_connections_is_retried_not_a_50
         assert (await response.get_json())["product_count"] == 1
 
 
+@pytest.mark.usefixtures("fresh_app_pool")
 async def test_an_order_page_after_postgres_dropped_the_connections_is_retried(
     app: Quart, client: Client, db: AsyncSession, engine: AsyncEngine
 ) -> None:
@@ -90,6 +102,7 @@ async def test_an_order_page_after_postgres_dropped_the_connections_is_retried(
     assert response.status_code == 404  # the order does not exist: a real answer, not a 500
 
 
+@pytest.mark.usefixtures("fresh_app_pool")
 async def test_a_write_after_postgres_dropped_the_connections_is_a_503_json_answer(
     app: Quart, client: Client, db: AsyncSession, engine: AsyncEngine
 ) -> None:
@@ -111,6 +124,7 @@ async def test_a_write_after_postgres_dropped_the_connections_is_a_503_json_answ
     assert (await again.get_json())["summary"]["product_count"] == 2
 
 
+@pytest.mark.usefixtures("fresh_app_pool")
 async def test_a_form_post_after_postgres_dropped_the_connections_is_a_503_page(
     app: Quart, client: Client, db: AsyncSession, engine: AsyncEngine
 ) -> None:
