@@ -43,7 +43,7 @@ class CartEntry:
 @lru_cache(maxsize=8)
 def _entries_query(kind: OwnerKind, scoped: bool) -> Select[Any]:
     """The pending entries statement for one shape of question, built once."""
-    query = (
+    query: Select[Any] = (
         select(
             CalendarEntry.id,
             CalendarEntry.name,

@@ -81,7 +81,7 @@ class CartLine:
 
 @lru_cache(maxsize=16)
 def _lines_query(kind: OwnerKind, scoped: bool, for_update: bool) -> Select[Any]:
-    query = (
+    query: Select[Any] = (
         select(
             CartItem.id,
             CartItem.quantity,
