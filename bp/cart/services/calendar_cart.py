@@ -41,9 +41,9 @@ class CartEntry:
 
 
 @lru_cache(maxsize=8)
-def _entries_query(kind: OwnerKind, scoped: bool) -> Select[Any]:
+def _entries_query(kind: OwnerKind, scoped: bool) -> Select[*tuple[Any, ...]]:
     """The pending entries statement for one shape of question, built once."""
-    query: Select[Any] = (
+    query = (
         select(
             CalendarEntry.id,
             CalendarEntry.name,

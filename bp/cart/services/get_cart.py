@@ -80,8 +80,8 @@ class CartLine:
 
 
 @lru_cache(maxsize=16)
-def _lines_query(kind: OwnerKind, scoped: bool, for_update: bool) -> Select[Any]:
-    query: Select[Any] = (
+def _lines_query(kind: OwnerKind, scoped: bool, for_update: bool) -> Select[*tuple[Any, ...]]:
+    query = (
         select(
             CartItem.id,
             CartItem.quantity,
