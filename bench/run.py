@@ -35,6 +35,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -215,6 +216,7 @@ class Row:
     conns_per_worker: str = ""
     app_cpu_ms_per_request: float | None = None
     pg_transactions_per_request: float | None = None
+    pg_connections_opened: int | None = None
     x_floor: float | None = None
     x_hello: float | None = None
 
@@ -287,6 +289,7 @@ async def run_wrk(
             round(1000 * measured.cpu.app_seconds / count, 3) if measured.cpu else None
         ),
         pg_transactions_per_request=round(measured.transactions / count, 3),
+        pg_connections_opened=measured.sessions,
     )
 
 
@@ -315,8 +318,24 @@ def server_command(app: str, port: int) -> list[str]:
     ]
 
 
+def sandbox_command(port: int) -> list[str]:
+    """The SumUp sandbox, in its own process (its log goes to the run's folder)."""
+    return [
+        sys.executable,
+        "-m",
+        "sandbox.sumup_sandbox",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
+
+
 @contextmanager
-def served(name: str, app: str, workdir: Path, env: dict[str, str]) -> Iterator[Server]:
+def served(
+    name: str, command: Callable[[int], list[str]], workdir: Path, env: dict[str, str]
+) -> Iterator[Server]:
+    """A server process on a free port, stopped with SIGTERM (then SIGKILL) at the end."""
     from bench.load import free_port
 
     port = free_port()
@@ -324,7 +343,7 @@ def served(name: str, app: str, workdir: Path, env: dict[str, str]) -> Iterator[
     environment = dict(env, PUBLIC_URL=f"http://127.0.0.1:{port}")
     with log.open("wb") as out:
         process = subprocess.Popen(
-            server_command(app, port),
+            command(port),
             cwd=ROOT,
             env=environment,
             stdout=out,
@@ -398,7 +417,8 @@ async def measure_round(
         )
         print(
             f"  round {number}: {row.endpoint:<32} {row.rps:8.0f} rps  p50 {row.p50_ms:6.1f} ms"
-            f"  p99 {row.p99_ms:6.1f} ms  errors {row.errors}",
+            f"  p99 {row.p99_ms:6.1f} ms  errors {row.errors}  cpu/req {row.app_cpu_ms_per_request}"
+            f"  xact/req {row.pg_transactions_per_request}  conns opened {row.pg_connections_opened}",
             flush=True,
         )
         return row
@@ -481,9 +501,23 @@ def markdown_table(rounds: list[list[Row]], soaked: list[Row]) -> list[str]:
 
 
 async def run(setup: Any, args: argparse.Namespace, workdir: Path) -> int:
+    """The SumUp sandbox for the checkouts, then the measurements."""
+    env = dict(os.environ)
+    with served("sandbox", sandbox_command, workdir, env) as sandbox:
+        await wait_until_up(sandbox, "/_sandbox/healthz")
+        env.update(
+            SUMUP_BASE_URL=sandbox.base_url,
+            SUMUP_API_KEY="sup_sk_sandbox_coop",
+            SUMUP_MERCHANT_CODE="MCOOP0001",
+            SESSION_COOKIE_SECURE="true",
+        )
+        return await measure(setup, args, workdir, env)
+
+
+async def measure(setup: Any, args: argparse.Namespace, workdir: Path, env: dict[str, str]) -> int:
+    """The data set, the two servers, the rounds and the soak; the report."""
     from config import load_settings
 
-    env = dict(os.environ)
     settings = load_settings(env)
     args.bearer = f"Bearer {settings.internal_api_token.reveal()}"
     started = time.perf_counter()
@@ -509,8 +543,10 @@ async def run(setup: Any, args: argparse.Namespace, workdir: Path) -> int:
     soaked: list[Row] = []
     try:
         with (
-            served("app", "app:app", workdir, env) as app_server,
-            served("reference", "bench.reference_app:app", workdir, env) as reference,
+            served("app", partial(server_command, "app:app"), workdir, env) as app_server,
+            served(
+                "reference", partial(server_command, "bench.reference_app:app"), workdir, env
+            ) as reference,
         ):
             servers = {"app": app_server, "reference": reference}
             await wait_until_up(app_server, "/readyz")
@@ -599,20 +635,10 @@ def main() -> int:
     if shutil.which("wrk") is None:
         print("bench.run needs wrk: apt-get install -y wrk", file=sys.stderr)
         return 2
-    from sandbox.sumup_sandbox import running_sandbox
-
     with (
         tempfile.TemporaryDirectory(prefix="cart-bench-") as tmp,
         bench_environment(production=True) as setup,
-        running_sandbox(port=0) as sandbox,
     ):
-        os.environ.update(
-            SUMUP_BASE_URL=sandbox.base_url,
-            SUMUP_API_KEY="sup_sk_sandbox_coop",
-            SUMUP_MERCHANT_CODE="MCOOP0001",
-            SESSION_COOKIE_SECURE="true",
-            BENCH_SESSION_PREFIX="session:",
-        )
         print(f"bench run {RUN_ID}: database {setup.database_name}", flush=True)
         return asyncio.run(run(setup, args, Path(tmp)))
 
