@@ -416,9 +416,10 @@ async def measure_round(
             workdir=workdir,
         )
         print(
-            f"  round {number}: {row.endpoint:<32} {row.rps:8.0f} rps  p50 {row.p50_ms:6.1f} ms"
-            f"  p99 {row.p99_ms:6.1f} ms  errors {row.errors}  cpu/req {row.app_cpu_ms_per_request}"
-            f"  xact/req {row.pg_transactions_per_request}  conns opened {row.pg_connections_opened}",
+            f"  round {number}: {row.endpoint:<32} {row.rps:6.0f} rps"
+            f"  p50 {row.p50_ms:6.1f}  p99 {row.p99_ms:6.1f} ms  errors {row.errors}"
+            f"  cpu {row.app_cpu_ms_per_request} ms/req  xact/req {row.pg_transactions_per_request}"
+            f"  conns opened {row.pg_connections_opened}",
             flush=True,
         )
         return row

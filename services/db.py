@@ -55,9 +55,9 @@ def create_engine(
     several times a second (99 in 25 s for the summary at 32 requests in flight); a
     request beyond the pool waits a few milliseconds for a connection instead, and
     the number of connections to plan for is exactly `DB_POOL_SIZE` per worker. A
-    wait past `pool_timeout` is answered 503. The two timeouts are set per connection (in the startup
-    packet, no extra round trip) so that one stuck statement or a transaction left
-    open cannot hold locks, and every writer behind them, for ever.
+    wait past `pool_timeout` is answered 503. The two timeouts are set per connection
+    (in the startup packet, no extra round trip) so that one stuck statement or a
+    transaction left open cannot hold locks, and every writer behind them, for ever.
     """
     return create_async_engine(
         database_url,
