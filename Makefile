@@ -22,7 +22,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest
 
 bench: $(STAMP)
-	$(BIN)/python -m bench.queries && $(BIN)/python -m bench.load
+	$(BIN)/python -m bench.queries && $(BIN)/python -m bench.run
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -26,6 +26,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -79,6 +80,7 @@ class Endpoint:
     request: Callable[[BenchShopper, int], WrkRequest]
     server: str = "app"  # or "reference"
     expect: tuple[int, ...] = (200,)
+    redirect_to: str | None = None  # where a 303 must point (the start of its Location)
 
 
 def _get(path: str, shopper: BenchShopper, **headers: str) -> WrkRequest:
@@ -92,7 +94,7 @@ def _post(path: str, shopper: BenchShopper, form: dict[str, str], *, json: bool)
     return WrkRequest("POST", path, headers, urlencode({"csrf_token": shopper.token, **form}))
 
 
-def endpoints(bearer: str) -> list[Endpoint]:
+def endpoints(bearer: str, hosted_pages: str = "") -> list[Endpoint]:
     """Every measured endpoint, in the order they run (reads before writes)."""
 
     def summary(scoped: bool) -> Callable[[BenchShopper, int], WrkRequest]:
@@ -146,6 +148,7 @@ def endpoints(bearer: str) -> list[Endpoint]:
             _everyone,
             lambda s, _: _post("/cart/checkout/", s, {}, json=False),
             expect=(303,),
+            redirect_to=f"{hosted_pages}/pay/",
         ),
     ]
     return rows
@@ -219,6 +222,8 @@ class Row:
     pg_connections_opened: int | None = None
     x_floor: float | None = None
     x_hello: float | None = None
+    # The floor's CPU per request over this one's: the ratio a busy machine disturbs least.
+    x_floor_cpu: float | None = None
 
     @property
     def rps(self) -> float:
@@ -299,10 +304,13 @@ async def check_endpoint(server: Server, endpoint: Endpoint, request: WrkRequest
         response = await client.request(
             request.method, request.path, headers=request.headers, content=request.body or None
         )
-    if response.status_code not in endpoint.expect:
+    location = response.headers.get("Location", "")
+    if response.status_code not in endpoint.expect or not location.startswith(
+        endpoint.redirect_to or ""
+    ):
         raise RuntimeError(
             f"{endpoint.name}: {request.method} {request.path} answered "
-            f"{response.status_code}: {response.text[:300]}"
+            f"{response.status_code} {location}: {response.text[:300]}"
         )
 
 
@@ -336,8 +344,6 @@ def served(
     name: str, command: Callable[[int], list[str]], workdir: Path, env: dict[str, str]
 ) -> Iterator[Server]:
     """A server process on a free port, stopped with SIGTERM (then SIGKILL) at the end."""
-    from bench.load import free_port
-
     port = free_port()
     log = workdir / f"{name}.log"
     environment = dict(env, PUBLIC_URL=f"http://127.0.0.1:{port}")
@@ -360,12 +366,16 @@ def served(
                 process.wait()
 
 
-async def wait_until_up(server: Server, path: str) -> None:
-    from bench.load import wait_until_ready
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
 
-    if path == "/readyz":
-        await wait_until_ready(server.base_url, server.process, server.log)
-        return
+
+async def wait_until_up(server: Server, path: str) -> None:
+    """Until `path` answers 200 (for the app, /readyz: PostgreSQL and Redis reachable)."""
     deadline = time.monotonic() + 60
     async with httpx.AsyncClient(base_url=server.base_url, timeout=5) as client:
         while time.monotonic() < deadline:
@@ -429,9 +439,14 @@ async def measure_round(
     references += [await one(e, args.connections, args.duration) for e in (FLOOR, HELLO)]
     floor = statistics.mean(r.rps for r in references if r.endpoint == "/floor")
     hello = statistics.mean(r.rps for r in references if r.endpoint == "/hello")
+    floor_cpu = statistics.mean(
+        r.app_cpu_ms_per_request or 0 for r in references if r.endpoint == "/floor"
+    )
     everything = references[:2] + rows + references[2:]
     for row in everything:
         row.x_floor, row.x_hello = round(row.rps / floor, 3), round(row.rps / hello, 3)
+        if row.app_cpu_ms_per_request:
+            row.x_floor_cpu = round(floor_cpu / row.app_cpu_ms_per_request, 3)
     return everything
 
 
@@ -478,8 +493,9 @@ def markdown_table(rounds: list[list[Row]], soaked: list[Row]) -> list[str]:
     """Median over the rounds, with the range when there were several."""
     names = list(dict.fromkeys(row.endpoint for row in rounds[0]))
     out = [
-        "| endpoint | rps | p50 ms | p99 ms | errors | × floor | × hello | app CPU ms/req |",
-        "|---|---|---|---|---|---|---|---|",
+        "| endpoint | rps | p50 ms | p99 ms | errors | × floor | × hello | app CPU ms/req "
+        "| × floor, CPU |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for name in names:
         rows = [row for rnd in rounds for row in rnd if row.endpoint == name]
@@ -490,13 +506,14 @@ def markdown_table(rounds: list[list[Row]], soaked: list[Row]) -> list[str]:
             f"| {sum(r.errors for r in rows)} "
             f"| {_spread([r.x_floor or 0 for r in rows], 2)} "
             f"| {_spread([r.x_hello or 0 for r in rows], 2)} "
-            f"| {_spread(cpu, 2) if cpu else ''} |"
+            f"| {_spread(cpu, 2) if cpu else ''} "
+            f"| {_spread([r.x_floor_cpu or 0 for r in rows], 2)} |"
         )
     for row in soaked:
         out.append(
             f"| {row.endpoint}, {row.connections} connections, {row.seconds:.0f} s "
             f"| {row.rps:.0f} | {row.p50_ms:.1f} | {row.p99_ms:.1f} | {row.errors} | | | "
-            f"{row.app_cpu_ms_per_request or ''} |"
+            f"{row.app_cpu_ms_per_request or ''} | |"
         )
     return out
 
@@ -530,6 +547,7 @@ async def measure(setup: Any, args: argparse.Namespace, workdir: Path, env: dict
         session_prefix=settings.session.redis_prefix,
         session_ttl=3600,
         shoppers=args.shoppers,
+        shoppers_with_orders=60,
     )
     lines = sum(len(s.lines) for s in data.shoppers)
     print(
@@ -538,7 +556,8 @@ async def measure(setup: Any, args: argparse.Namespace, workdir: Path, env: dict
         f"orders; built in {time.perf_counter() - started:.1f} s",
         flush=True,
     )
-    wanted = [e for e in endpoints(args.bearer) if not args.only or e.name in args.only]
+    hosted = env["SUMUP_BASE_URL"]
+    wanted = [e for e in endpoints(args.bearer, hosted) if not args.only or e.name in args.only]
     busy = await machine_busy()
     rounds: list[list[Row]] = []
     soaked: list[Row] = []
