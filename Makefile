@@ -40,7 +40,7 @@ test: $(STAMP) browser-tools
 	$(BIN)/python -m pytest
 
 bench: $(STAMP)
-	$(BIN)/python -m bench.queries && $(BIN)/python -m bench.load
+	$(BIN)/python -m bench.queries && $(BIN)/python -m bench.run
 
 # Long form by hand (minutes); the short form runs in `make test` (tests/soak/).
 SOAK_ARGS ?= --shoppers 60 --duration 300

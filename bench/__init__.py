@@ -1,1 +1,1 @@
-"""Benchmarks: SQL queries per request (`bench.queries`) and load (`bench.load`)."""
+"""Benchmarks: SQL queries per request (`bench.queries`) and load (`bench.run`)."""

@@ -64,8 +64,13 @@ async def _admin(base_url: str, statement: str) -> None:
 
 
 @contextmanager
-def bench_environment(data_dir: Path = DATA_DIR) -> Iterator[BenchSetup]:
+def bench_environment(
+    data_dir: Path = DATA_DIR, *, production: bool = False
+) -> Iterator[BenchSetup]:
     """Servers, a fresh migrated database and bench settings in `os.environ`.
+
+    `production` leaves the app as deployed (`APP_ENV=production`, the background
+    loops as configured); otherwise `APP_ENV=test` (for `/dev/login`) and no sweep.
 
     Must be entered before `app` is imported (its module builds the app from the
     environment) and outside any event loop (the migrations run their own).
@@ -83,8 +88,11 @@ def bench_environment(data_dir: Path = DATA_DIR) -> Iterator[BenchSetup]:
             env["DATABASE_URL_ASYNC"] = url
             env.setdefault("SECRET_KEY", secrets.token_urlsafe(32))
             env.setdefault("INTERNAL_API_TOKEN", secrets.token_urlsafe(32))
-            env["APP_ENV"] = "test"
-            env["RECONCILE_IN_APP"] = "false"
+            if production:
+                env["APP_ENV"] = "production"
+            else:
+                env["APP_ENV"] = "test"
+                env["RECONCILE_IN_APP"] = "false"
             env["EVENTS_STREAM"] = f"bench:{RUN_ID}:events"
             # Room for every add of the load run; the default (99) is a shopper's limit.
             env["CART_MAX_QUANTITY"] = "100000"

@@ -135,7 +135,7 @@ async def _owner_of_newest_line(db: AsyncSession, product_id: int) -> tuple[int 
     return row.user_id, row.session_id
 
 
-async def _add_orders(
+async def add_orders(
     db: AsyncSession,
     owner: dict[str, Any],
     products: list[SeedProduct],
@@ -262,7 +262,7 @@ async def new_shopper(
             )
         )
     await db.commit()
-    order_ids = await _add_orders(
+    order_ids = await add_orders(
         db, owner, products, catalogue.calendar_ids[catalogue.page_slugs[0]], orders
     )
     await client.get("/cart/")  # shows (and so clears) the "signed in" message

@@ -279,6 +279,13 @@ class Settings:
     time_zone: TimeZone = setting("Europe/London", env="TIME_ZONE")
     log: LogSettings = setting(default_factory=LogSettings)
     db_pool_size: int = setting(20, env="DB_POOL_SIZE", ge=1)
+    # A statement running longer, or a transaction idle longer, is ended by PostgreSQL:
+    # one stuck transaction cannot hold back every other (services/db.py). The idle limit
+    # is above SumUp's timeout, which a checkout or refund may wait on inside one.
+    db_statement_timeout_ms: int = setting(30_000, env="DB_STATEMENT_TIMEOUT_MS", ge=0)
+    db_idle_in_transaction_timeout_ms: int = setting(
+        60_000, env="DB_IDLE_IN_TRANSACTION_TIMEOUT_MS", ge=0
+    )
     # Bearer token for /metrics; unset: INTERNAL_API_TOKEN is accepted there.
     metrics_token: LongSecret | None = setting(None, env="METRICS_TOKEN")
 

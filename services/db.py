@@ -1,10 +1,29 @@
-"""The async engine, the session factory, and the one-session-per-request hooks."""
+"""The async engine, the session factory, and the one-session-per-request hooks.
+
+Every request gets one `AsyncSession`, opened on first use. Routes marked
+`@read_only` get theirs on an autocommit connection: a read needs no `BEGIN` and
+`COMMIT` (two round trips), and under READ COMMITTED each statement sees the latest
+committed data either way. Every other request runs in one transaction, committed
+when the answer is below 400 and rolled back otherwise.
+
+When PostgreSQL drops the app's connections (a restart, a failover, an operator's
+`pg_terminate_backend`), the first query on a dead pooled connection fails and
+SQLAlchemy invalidates the pool. A GET or HEAD is then run once more on a fresh
+connection (it changed nothing that committed); anything else, or a second failure,
+is answered 503 with a page, or JSON on the APIs, never a 500.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
-from quart import Quart, Response, g
+from quart import Quart, Response, current_app, g, request
+from quart.ctx import RequestContext
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -12,21 +31,46 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
+log = logging.getLogger(__name__)
 
-def create_engine(database_url: str, *, pool_size: int = 10) -> AsyncEngine:
-    """An asyncpg engine whose pool holds enough connections for the worker's load.
+SAFE_METHODS = frozenset({"GET", "HEAD"})
+RETRY_AFTER_SECONDS = 5
+View = TypeVar("View", bound=Callable[..., Awaitable[Any]])
+
+
+def create_engine(
+    database_url: str,
+    *,
+    pool_size: int = 10,
+    statement_timeout_ms: int = 30_000,
+    idle_in_transaction_timeout_ms: int = 60_000,
+) -> AsyncEngine:
+    """An asyncpg engine with a fixed pool of `pool_size` connections per worker.
 
     No pre-ping: it cost a round trip and a transaction per request (bench/README.md).
-    A connection that died is found by the query that uses it; SQLAlchemy then
-    invalidates the pool, and `pool_recycle` retires connections before servers or
-    proxies drop idle ones. A small overflow keeps bursts from opening and closing
-    connections on every request.
+    A connection that died is found by the query that uses it (see the module's
+    docstring); `pool_recycle` retires connections before servers or proxies drop
+    idle ones. No overflow: an overflow connection is closed as soon as it is
+    returned to a full pool, so under load the app opened a new PostgreSQL connection
+    several times a second (99 in 25 s for the summary at 32 requests in flight); a
+    request beyond the pool waits a few milliseconds for a connection instead, and
+    the number of connections to plan for is exactly `DB_POOL_SIZE` per worker. A
+    wait past `pool_timeout` is answered 503. The two timeouts are set per connection
+    (in the startup packet, no extra round trip) so that one stuck statement or a
+    transaction left open cannot hold locks, and every writer behind them, for ever.
     """
     return create_async_engine(
         database_url,
         pool_size=pool_size,
-        max_overflow=max(2, pool_size // 4),
+        max_overflow=0,
+        pool_timeout=10,
         pool_recycle=1800,
+        connect_args={
+            "server_settings": {
+                "statement_timeout": str(statement_timeout_ms),
+                "idle_in_transaction_session_timeout": str(idle_in_transaction_timeout_ms),
+            }
+        },
     )
 
 
@@ -35,23 +79,49 @@ def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]
     return async_sessionmaker(engine, expire_on_commit=False, autoflush=True)
 
 
+def read_only(view: View) -> View:
+    """Mark a route that never writes: its session runs on an autocommit connection."""
+    view.read_only = True  # type: ignore[attr-defined]
+    return view
+
+
+def is_connection_lost(error: BaseException) -> bool:
+    """Whether an error means PostgreSQL dropped the connection or cannot be reached
+    (as opposed to a bad query): a pooled connection found dead, a refused connect, or
+    no connection free in the pool in time."""
+    if isinstance(error, DBAPIError):
+        return error.connection_invalidated
+    return isinstance(error, ConnectionRefusedError | PoolTimeout)
+
+
+def _route_is_read_only(app: Quart) -> bool:
+    rule = request.url_rule
+    view = app.view_functions.get(rule.endpoint) if rule is not None else None
+    return bool(getattr(view, "read_only", False))
+
+
 def init_db(app: Quart) -> None:
-    """Open one `AsyncSession` per request; commit below 400, roll back otherwise."""
+    """Open one `AsyncSession` per request (on first use); commit below 400, roll back
+    otherwise; retry a GET once and answer 503 when PostgreSQL dropped the connection."""
 
     @app.before_serving
     async def _open_engine() -> None:
         settings = app.config["SETTINGS"]
-        engine = create_engine(settings.database_url, pool_size=settings.db_pool_size)
+        engine = create_engine(
+            settings.database_url,
+            pool_size=settings.db_pool_size,
+            statement_timeout_ms=settings.db_statement_timeout_ms,
+            idle_in_transaction_timeout_ms=settings.db_idle_in_transaction_timeout_ms,
+        )
         app.extensions["db_engine"] = engine
         app.extensions["db_sessionmaker"] = create_sessionmaker(engine)
+        app.extensions["db_read_sessionmaker"] = create_sessionmaker(
+            engine.execution_options(isolation_level="AUTOCOMMIT")
+        )
 
     @app.after_serving
     async def _close_engine() -> None:
         await app.extensions["db_engine"].dispose()
-
-    @app.before_request
-    async def _open_session() -> None:
-        g.db = app.extensions["db_sessionmaker"]()
 
     @app.after_request
     async def _finish_session(response: Response) -> Response:
@@ -59,7 +129,9 @@ def init_db(app: Quart) -> None:
         if session is None:
             return response
         try:
-            if response.status_code < 400:
+            if g.get("db_read_only"):
+                pass  # autocommit: nothing to commit or roll back; close returns it
+            elif response.status_code < 400:
                 await session.commit()
             else:
                 await session.rollback()
@@ -73,6 +145,42 @@ def init_db(app: Quart) -> None:
         if session is not None:
             await _close(session)
 
+    dispatch = app.dispatch_request
+
+    async def _dispatch_with_one_retry(request_context: RequestContext | None = None) -> Any:
+        try:
+            return await dispatch(request_context)
+        except DBAPIError as error:
+            if request.method not in SAFE_METHODS or not error.connection_invalidated:
+                raise
+            # The pool is invalidated by now: the next checkout opens a new connection.
+            log.warning("database connection lost on %s %s; retrying", request.method, request.path)
+        session: AsyncSession | None = g.pop("db", None)
+        if session is not None:
+            await _close(session)
+        return await dispatch(request_context)
+
+    app.dispatch_request = _dispatch_with_one_retry  # type: ignore[method-assign]
+
+    @app.errorhandler(DBAPIError)
+    @app.errorhandler(ConnectionRefusedError)
+    @app.errorhandler(PoolTimeout)
+    async def _database_error(error: Exception) -> Any:
+        from services.web import error_response
+
+        if not is_connection_lost(error):
+            log.exception("database error on %s %s", request.method, request.path)
+            return await error_response(
+                500, "Something went wrong", "Something went wrong on our side. Please try again."
+            )
+        log.warning("database unavailable on %s %s: %s", request.method, request.path, error)
+        body, status = await error_response(
+            503,
+            "Temporarily unavailable",
+            "We could not reach our database. Please try again in a few seconds.",
+        )
+        return body, status, {"Retry-After": str(RETRY_AFTER_SECONDS)}
+
 
 async def _close(session: AsyncSession) -> None:
     """Close even when the request is being cancelled (a client gave up): an unshielded
@@ -81,6 +189,12 @@ async def _close(session: AsyncSession) -> None:
 
 
 def db_session() -> AsyncSession:
-    """The current request's session."""
-    session: AsyncSession = g.db
+    """The current request's session, opened on first use."""
+    session: AsyncSession | None = g.get("db")
+    if session is None:
+        app = current_app
+        read = _route_is_read_only(app)
+        g.db_read_only = read
+        session = app.extensions["db_read_sessionmaker" if read else "db_sessionmaker"]()
+        g.db = session
     return session

@@ -17,11 +17,15 @@ class NavItem:
     url: str
 
 
+_PUBLISHED_PAGES = (
+    select(Post.slug, Post.title)
+    .where(Post.is_page.is_(True), Post.status == "published")
+    .order_by(Post.nav_order, Post.title)
+)
+
+
 async def get_navigation_tree(session: AsyncSession, *, blog_url: str) -> list[NavItem]:
     """Published pages ordered for the menu, each linking to the blog app."""
-    rows = await session.execute(
-        select(Post.slug, Post.title)
-        .where(Post.is_page.is_(True), Post.status == "published")
-        .order_by(Post.nav_order, Post.title)
-    )
+    connection = await session.connection()
+    rows = await connection.execute(_PUBLISHED_PAGES)
     return [NavItem(slug, title, f"{blog_url}/{slug}/") for slug, title in rows]

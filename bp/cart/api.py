@@ -8,7 +8,7 @@ from quart import Blueprint, request
 
 from bp.cart.responses import current_identity, internal_caller_is_authorised, settings
 from bp.cart.services.summary import get_cart_summary
-from services.db import db_session
+from services.db import db_session, read_only
 from services.rate_limits import rate_limited
 
 bp = Blueprint("cart_api", __name__, url_prefix="/internal/cart")
@@ -16,6 +16,7 @@ bp = Blueprint("cart_api", __name__, url_prefix="/internal/cart")
 
 @bp.get("/summary")
 @rate_limited("internal")
+@read_only
 async def summary() -> Any:
     """Count and total of the forwarded session's cart, optionally of one page."""
     if not internal_caller_is_authorised():

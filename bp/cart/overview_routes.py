@@ -6,13 +6,14 @@ from quart import Blueprint, render_template
 
 from bp.cart.responses import current_identity, settings
 from bp.cart.services.page_cart import get_cart_view
-from services.db import db_session
+from services.db import db_session, read_only
 from services.page_merchants import pages_paid_directly
 
 bp = Blueprint("cart_overview", __name__, url_prefix="/cart")
 
 
 @bp.get("/")
+@read_only
 async def overview() -> str:
     """The whole cart, grouped by page, with subtotals and the total."""
     db = db_session()

@@ -8,7 +8,7 @@ from quart import Blueprint, render_template
 
 from bp.cart.responses import checkout_and_pay, current_identity, settings
 from bp.cart.services.page_cart import get_cart_view, get_page
-from services.db import db_session
+from services.db import db_session, read_only
 from services.page_merchants import pages_paid_directly
 from services.rate_limits import rate_limited
 
@@ -16,6 +16,7 @@ bp = Blueprint("cart_page", __name__, url_prefix="/cart")
 
 
 @bp.get("/<page_slug>/")
+@read_only
 async def page_cart(page_slug: str) -> str:
     """The lines and bookings of one page."""
     db = db_session()

@@ -9,7 +9,7 @@ from quart import Blueprint, render_template, request
 from bp.cart.responses import current_identity, settings
 from bp.cart.services.order_queries import list_orders
 from models.order import ORDER_STATUSES
-from services.db import db_session
+from services.db import db_session, read_only
 from services.errors import ServiceError
 
 bp = Blueprint("orders", __name__, url_prefix="/orders")
@@ -18,6 +18,7 @@ ORDER_ID_MAX = 2**63 - 1  # orders.id is a bigint
 
 
 @bp.get("/")
+@read_only
 async def list_orders_page() -> str:
     """The current shopper's orders, newest first, filtered by status or number."""
     status = request.args.get("status") or None

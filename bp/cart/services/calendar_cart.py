@@ -10,11 +10,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from functools import lru_cache
+from typing import Any
 
-from sqlalchemy import ColumnElement, and_, func, or_, select, update
+from sqlalchemy import ColumnElement, Select, and_, bindparam, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bp.cart.services.get_cart import PageRef
+from bp.cart.services.get_cart import (
+    OwnerKind,
+    PageRef,
+    owner_condition,
+    owner_kind,
+    owner_params,
+)
 from bp.cart.services.identity import Identity, lock_identity
 from bp.cart.services.update_cart import fits_sql_integer
 from models import Calendar, CalendarEntry, Order, Post
@@ -60,33 +68,58 @@ def entry_in_cart() -> ColumnElement[bool]:
     )
 
 
+@lru_cache(maxsize=8)
+def _entries_query(kind: OwnerKind, scoped: bool) -> Select[*tuple[Any, ...]]:
+    """The in-cart entries statement for one shape of question, built once."""
+    query = (
+        select(
+            CalendarEntry.id,
+            CalendarEntry.name,
+            CalendarEntry.start_at,
+            CalendarEntry.end_at,
+            CalendarEntry.cost,
+            CalendarEntry.currency,
+            Calendar.name.label("calendar_name"),
+            Post.id.label("page_id"),
+            Post.slug.label("page_slug"),
+            Post.title.label("page_title"),
+            CalendarEntry.state,
+            CalendarEntry.order_id,
+        )
+        .join(Calendar, Calendar.id == CalendarEntry.calendar_id)
+        .join(Post, Post.id == Calendar.post_id)
+        .where(owner_condition(CalendarEntry, kind), entry_in_cart())
+        .order_by(Post.nav_order, Post.title, CalendarEntry.start_at, CalendarEntry.id)
+    )
+    if scoped:
+        query = query.where(Calendar.post_id == bindparam("page_id"))
+    return query
+
+
 async def get_cart_entries(
     session: AsyncSession, identity: Identity, *, page_id: int | None = None
 ) -> list[CartEntry]:
     """The owner's entries in the cart (optionally of one page), in one query."""
-    query = (
-        select(CalendarEntry, Calendar, Post)
-        .join(Calendar, Calendar.id == CalendarEntry.calendar_id)
-        .join(Post, Post.id == Calendar.post_id)
-        .where(identity.owns(CalendarEntry), entry_in_cart())
-        .order_by(Post.nav_order, Post.title, CalendarEntry.start_at, CalendarEntry.id)
-    )
+    params = owner_params(identity)
     if page_id is not None:
-        query = query.where(Calendar.post_id == page_id)
-    rows = await session.execute(query)
+        params["page_id"] = page_id
+    connection = await session.connection()
+    rows = await connection.execute(
+        _entries_query(owner_kind(identity), page_id is not None), params
+    )
     return [
         CartEntry(
-            id=entry.id,
-            name=entry.name,
-            calendar_name=calendar.name,
-            start_at=entry.start_at,
-            end_at=entry.end_at,
-            cost=entry.cost,
-            currency=entry.currency,
-            page=PageRef(post.id, post.slug, post.title),
-            held_by=entry.order_id if entry.state == "ordered" else None,
+            id=row.id,
+            name=row.name,
+            calendar_name=row.calendar_name,
+            start_at=row.start_at,
+            end_at=row.end_at,
+            cost=row.cost,
+            currency=row.currency,
+            page=PageRef(row.page_id, row.page_slug, row.page_title),
+            held_by=row.order_id if row.state == "ordered" else None,
         )
-        for entry, calendar, post in rows
+        for row in rows
     ]
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bp.cart.services.calendar_cart import CartEntry, get_cart_entries
@@ -76,12 +76,18 @@ class HoldingOrder:
         return ", ".join(self.booking_names)
 
 
+_PAGE_BY_SLUG = select(Post.id, Post.slug, Post.title).where(
+    Post.slug == bindparam("slug"), Post.is_page.is_(True)
+)
+
+
 async def get_page(session: AsyncSession, slug: str) -> PageRef:
     """A page by its slug; 404 when there is no such page."""
-    post = await session.scalar(select(Post).where(Post.slug == slug, Post.is_page.is_(True)))
-    if post is None:
+    connection = await session.connection()
+    row = (await connection.execute(_PAGE_BY_SLUG, {"slug": slug})).first()
+    if row is None:
         raise NotFoundError("There is no such page.")
-    return PageRef(post.id, post.slug, post.title)
+    return PageRef(row.id, row.slug, row.title)
 
 
 def _totals(lines: list[CartLine], entries: list[CartEntry], currency: str) -> Totals:

@@ -5,19 +5,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import Decimal
 from functools import lru_cache
-from typing import Any, Literal
+from typing import Any
 
 from sqlalchemy import Select, and_, bindparam, func, literal, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bp.cart.services.calendar_cart import entry_in_cart
+from bp.cart.services.get_cart import OwnerKind, owner_condition, owner_kind, owner_params
 from bp.cart.services.identity import Identity
 from bp.cart.services.total import quantize_money
 from models import Calendar, CalendarEntry, CartItem, MarketPlace, Post, Product
 from services.errors import CartError, NotFoundError
 
 ZERO = Decimal("0.00")
-OwnerKind = Literal["user", "session", "nobody"]
 
 
 @dataclass(frozen=True)
@@ -55,22 +55,14 @@ def _page_id() -> Any:
     )
 
 
-def _owner(model: Any, kind: OwnerKind) -> Any:
-    if kind == "user":
-        return model.user_id == bindparam("owner_user_id")
-    if kind == "session":
-        return and_(model.session_id == bindparam("owner_session_id"), model.user_id.is_(None))
-    return literal(False)
-
-
 @lru_cache(maxsize=8)
 def _summary_query(kind: OwnerKind, scoped: bool) -> Select[Any]:
     """The statement for one shape of question, built once: this is the hottest path
     of the service, and rebuilding it cost a fifth of a request (bench/README.md)."""
     price = func.coalesce(Product.special_price, Product.regular_price)
     page_id = _page_id() if scoped else None
-    owner_lines = _owner(CartItem, kind)
-    owner_entries = _owner(CalendarEntry, kind)
+    owner_lines = owner_condition(CartItem, kind)
+    owner_entries = owner_condition(CalendarEntry, kind)
     lines = (
         select(
             func.coalesce(func.sum(CartItem.quantity), 0).label("quantity"),
@@ -122,16 +114,12 @@ async def get_cart_summary(
     """Counts and total of the owner's cart (or one page's part), in one query."""
     if identity is None and page_slug is None:
         return empty_summary(default_currency)
-    kind: OwnerKind = "nobody"
-    params: dict[str, Any] = {}
-    if identity is not None and identity.user_id is not None:
-        kind, params["owner_user_id"] = "user", identity.user_id
-    elif identity is not None:
-        kind, params["owner_session_id"] = "session", identity.session_id
+    params = owner_params(identity)
     if page_slug is not None:
         params["page_slug"] = page_slug
-    statement = _summary_query(kind, page_slug is not None)
-    row = (await session.execute(statement, params)).one()
+    statement = _summary_query(owner_kind(identity), page_slug is not None)
+    connection = await session.connection()  # Core rows: no ORM execution path
+    row = (await connection.execute(statement, params)).one()
     if page_slug is not None and row.page_id is None:
         raise NotFoundError(f"There is no page called {page_slug!r}.")
     currencies = {c for c in (row.currencies or []) + (row.entry_currencies or []) if c}
