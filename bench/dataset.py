@@ -75,7 +75,7 @@ def _anonymous_id(sid: str) -> str:
 
 def _csrf(secret_key: str, session: dict[str, Any]) -> str:
     """A CSRF token of the app's forms for `session` (which gains the CSRF secret)."""
-    from services.web import CsrfForm
+    from services.csrf import CsrfForm
 
     form = CsrfForm(meta={"csrf_secret": secret_key.encode(), "csrf_context": session})
     token: str = form.csrf_token.current_token

@@ -166,7 +166,7 @@ def init_db(app: Quart) -> None:
     @app.errorhandler(ConnectionRefusedError)
     @app.errorhandler(PoolTimeout)
     async def _database_error(error: Exception) -> Any:
-        from services.web import error_response
+        from services.error_pages import error_response
 
         if not is_connection_lost(error):
             log.exception("database error on %s %s", request.method, request.path)
@@ -174,12 +174,12 @@ def init_db(app: Quart) -> None:
                 500, "Something went wrong", "Something went wrong on our side. Please try again."
             )
         log.warning("database unavailable on %s %s: %s", request.method, request.path, error)
-        body, status = await error_response(
+        return await error_response(
             503,
             "Temporarily unavailable",
             "We could not reach our database. Please try again in a few seconds.",
+            retry_after=RETRY_AFTER_SECONDS,
         )
-        return body, status, {"Retry-After": str(RETRY_AFTER_SECONDS)}
 
 
 async def _close(session: AsyncSession) -> None:

@@ -270,7 +270,6 @@ async def drive(
     stream: str,
 ) -> None:
     """Shoppers, the admin and the faults until the deadline; then settle and check."""
-    from bench.load import logged_errors
     from services.redis_client import create_redis
 
     control = SandboxControl(sandbox.url)
@@ -426,3 +425,32 @@ def environment_summary() -> str:
     """Where the run happened, for the report."""
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return f"{cpus} CPUs usable"
+
+
+ERROR_MARKS = (
+    " ERROR ",
+    " CRITICAL ",
+    "[error",
+    "[critical",
+    '"level": "error"',
+    '"level": "critical"',
+)
+
+
+def logged_errors(log_text: str) -> list[str]:
+    """Each error record of a server log (readable or JSON lines), with the exception
+    that ended its traceback when one follows."""
+    records: list[list[str]] = []
+    for line in log_text.splitlines():
+        if any(mark in line for mark in ERROR_MARKS):
+            records.append([line.strip()])
+        elif records and len(records[-1]) == 1 and _is_exception_line(line):
+            records[-1].append(line.strip())
+    return [" → ".join(record) for record in records]
+
+
+def _is_exception_line(line: str) -> bool:
+    """`ValueError: …` ends a traceback; log records start with a date, `[` or `{`."""
+    if not line or line[0].isspace() or line[0].isdigit() or line[0] in "[{":
+        return False
+    return not line.startswith(("Traceback", "During handling", "The above exception"))

@@ -1,7 +1,6 @@
 """Bugs the soak found, each shrunk to the smallest test that shows it.
 
-Marked xfail(strict=True) until fixed: the fix turns the test green, which strict
-mode reports, so the marker is then taken off.
+Each was a strict xfail until its fix landed; they pass now and guard the fix.
 """
 
 from __future__ import annotations
@@ -9,7 +8,6 @@ from __future__ import annotations
 from typing import Any
 
 import asyncpg
-import pytest
 from quart import Quart
 from quart.typing import TestClientProtocol as Client
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
@@ -36,15 +34,6 @@ async def _terminate_backends(database_url: str) -> int:
     return int(killed or 0)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "found by the soak (issue 11, case 5): after pg_terminate_backend the next request "
-        "on a pooled connection fails in after_request's commit or its first query and "
-        "answers a bare 500 (the error page cannot render: AttributeError db); main has no "
-        "discard-and-retry of a dead connection (services/db.py: no pre-ping, no retry)"
-    ),
-)
 async def test_cart_page_after_postgres_drops_connections_is_not_a_500(
     app: Quart, client: Client, db: AsyncSession, engine: AsyncEngine, settings: Any
 ) -> None:
