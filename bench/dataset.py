@@ -42,7 +42,8 @@ class BenchShopper:
     """One shopper of the data set, as a load generator needs it."""
 
     cookie: str  # the signed session cookie's value
-    token: str  # a CSRF token for the shopper's session
+    token: str  # a CSRF token for the shopper's anchor
+    anchor_cookie: str  # the signed anchor cookie (name and value) the token is bound to
     lines: list[Line]
     page_slug: str  # the page holding most of the cart (page-scoped requests)
     user_id: int | None
@@ -50,7 +51,7 @@ class BenchShopper:
 
     @property
     def cookie_header(self) -> str:
-        return f"{SESSION_COOKIE}={self.cookie}"
+        return f"{SESSION_COOKIE}={self.cookie}; {self.anchor_cookie}"
 
 
 @dataclass
@@ -73,13 +74,17 @@ def _anonymous_id(sid: str) -> str:
     return base64.urlsafe_b64encode(digest[:24]).decode("ascii")
 
 
-def _csrf(secret_key: str, session: dict[str, Any]) -> str:
-    """A CSRF token of the app's forms for `session` (which gains the CSRF secret)."""
-    from services.csrf import CsrfForm
+def _anchor_and_token(secret_key: str) -> tuple[str, str]:
+    """A browser anchor cookie (the secure name the bench's HTTPS settings give it) and a
+    CSRF token bound to it, as the app's pages would have set and rendered them."""
+    from itsdangerous import Signer
 
-    form = CsrfForm(meta={"csrf_secret": secret_key.encode(), "csrf_context": session})
-    token: str = form.csrf_token.current_token
-    return token
+    from services.csrf import token_for_anchor
+    from services.sessions import ANCHOR_COOKIE, RedisSessionInterface
+
+    anchor = secrets.token_urlsafe(32)
+    signed = Signer(secret_key, salt=RedisSessionInterface.anchor_salt).sign(anchor)
+    return f"__Host-{ANCHOR_COOKIE}={signed.decode('ascii')}", token_for_anchor(secret_key, anchor)
 
 
 def _cart(n: int, catalogue: Catalogue) -> tuple[list[Line], str]:
@@ -145,7 +150,7 @@ async def build_dataset(
             data: dict[str, Any] = (
                 {"uid": user_id} if user_id is not None else {"cart_sid": _anonymous_id(sid)}
             )
-            token = _csrf(secret_key, data)
+            anchor_cookie, token = _anchor_and_token(secret_key)
             lines, page_slug = _cart(n, catalogue)
             owner = (user_id, None if user_id is not None else data["cart_sid"])
             line_rows += [
@@ -165,7 +170,7 @@ async def build_dataset(
                 )
             sessions[session_prefix + sid] = json.dumps(data, separators=(",", ":"))
             cookie = signer.sign(sid).decode("ascii")
-            people.append(BenchShopper(cookie, token, lines, page_slug, user_id))
+            people.append(BenchShopper(cookie, token, anchor_cookie, lines, page_slug, user_id))
         await connection.copy_records_to_table(
             "cart_items",
             records=line_rows,
