@@ -528,6 +528,8 @@ async def run(setup: Any, args: argparse.Namespace, workdir: Path) -> int:
             SUMUP_API_KEY="sup_sk_sandbox_coop",
             SUMUP_MERCHANT_CODE="MCOOP0001",
             SESSION_COOKIE_SECURE="true",
+            # Production refuses to start without one; each server gets its own below.
+            PUBLIC_URL="http://127.0.0.1",
         )
         return await measure(setup, args, workdir, env)
 
