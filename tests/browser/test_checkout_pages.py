@@ -22,7 +22,7 @@ from tests.browser.shop import (
     open_cart,
     page_group,
 )
-from tests.orders.factories import latest_order
+from tests.orders.factories import checkout_id, latest_order
 
 RETURN_PAGE = re.compile(r"/cart/checkout/return/(\d+)/(\?check=\d+)?$")
 EGGS = "Free-range eggs (6)"
@@ -150,7 +150,7 @@ async def test_return_page_polls_with_js_and_announces_the_payment(
     assert await page.locator("meta[http-equiv=refresh]").count() == 0
     await js_shopper.audit("confirming")
 
-    await sandbox_control.pay(order.sumup_checkout_id)
+    await sandbox_control.pay(await checkout_id(db, order))
 
     heading = page.get_by_role("heading", level=1)
     await expect(heading).to_have_text("Thank you: your payment was received", timeout=10_000)
@@ -184,7 +184,7 @@ async def test_return_page_without_js_checks_again_on_request_and_says_when_it_s
     await expect(stopped.get_by_role("link", name="Back to your cart")).to_be_visible()
     await shopper.audit("stopped checking")
 
-    await sandbox_control.pay(order.sumup_checkout_id)
+    await sandbox_control.pay(await checkout_id(db, order))
     await stopped.get_by_role("link", name="See your order").click()
     await expect(page.get_by_test_id("order-status-label")).to_have_text("Paid")
 

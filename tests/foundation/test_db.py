@@ -229,6 +229,7 @@ def test_database_timeouts_are_settings_and_bad_values_are_refused(settings: Any
         "REDIS_URL": settings.redis_url,
         "SECRET_KEY": "s" * 32,
         "INTERNAL_API_TOKEN": "t" * 32,
+        "APP_ENV": "development",
         "DB_STATEMENT_TIMEOUT_MS": "5000",
         "DB_IDLE_IN_TRANSACTION_TIMEOUT_MS": "15000",
     }
