@@ -129,6 +129,9 @@ KNOWN_BUGS: dict[str, str] = {
     "held bookings left out of the cart's shown total": (
         "Your cart changed since the page was shown"
     ),
+    # A form's idempotency key is kept only when it creates the order: a resubmit after
+    # the first submit reused the unpaid order and found it paid meets an empty cart.
+    "resubmitted checkout not recognised": "Your cart is empty, so there is nothing to pay",
 }
 
 P = ParamSpec("P")
@@ -544,7 +547,7 @@ class LifecycleMachine(RuleBasedStateMachine):
             assert after.status in allowed, f"cancel left order {order.id} {after.status}"
         else:
             assert after.status == order.status, f"cancel moved a {order.status} order"
-        if not faulty and after.status == "cancelled":
+        if not faulty and order.status in UNPAID and after.status == "cancelled":
             snapshot = await self._snapshot()
             still_open = [
                 a.id
@@ -1148,7 +1151,9 @@ class LifecycleMachine(RuleBasedStateMachine):
         snapshot = await self._snapshot()
         [recorded] = [a for a in snapshot.attempts if a.id == attempt.id]
         assert recorded.sumup_status == checkout["status"], (
-            f"SumUp says {checkout['status']}, attempt {attempt.id} {recorded.sumup_status}"
+            f"after the webhook SumUp says {checkout['status']}, attempt {attempt.id} says "
+            f"{recorded.sumup_status} (settled {recorded.settled_at}, retired "
+            f"{recorded.retired_at}, checked {recorded.checked_at}, origin {recorded.origin})"
         )
         if checkout["status"] == "PAID":
             [order] = [o for o in snapshot.orders if o.id == attempt.order_id]
