@@ -79,7 +79,7 @@ async def test_checking_out_an_unchanged_cart_with_a_booking_again_charges_what_
 async def test_double_click_on_checkout_of_an_order_found_paid_goes_to_its_return_page(
     client: Client, db: AsyncSession, sandbox_control: Any
 ) -> None:
-    page, market = await make_shop(db, "alpha")
+    _page, market = await make_shop(db, "alpha")
     product = await make_product(db, market, price="4.50")
     await add(client, product.id, 1)
     first = await post_form(client, "/cart/checkout/", await _checkout_form(client))
