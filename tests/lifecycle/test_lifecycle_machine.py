@@ -61,6 +61,7 @@ from sqlalchemy.orm import selectinload
 from bp.cart.services.checkout_attempts import CheckoutContext
 from bp.cart.services.order_states import TRANSITIONS, Transition
 from bp.cart.services.reconcile import ReconcileReport, reconcile_orders
+from bp.cart.services.webhook_tokens import webhook_token
 from config import Settings
 from models import (
     Calendar,
@@ -493,7 +494,28 @@ class LifecycleMachine(RuleBasedStateMachine):
         if not candidates:
             self.saw("pay old tab: none open")
             return
+        self.saw("pay old tab")
         await self._pay_at_sumup(candidates[pick % len(candidates)], approve=True)
+
+    def has_checkouts(self) -> bool:
+        now = self.snapshot
+        return now is not None and any(a.sumup_checkout_id for a in now.attempts)
+
+    @precondition(has_checkouts)
+    @rule(pick=st.integers(0, 7))
+    @on_loop
+    async def late_webhook(self, pick: int) -> None:
+        """SumUp (re)sends the webhook of one of the checkouts, at any later time."""
+        attempts = [a for a in (await self._snapshot()).attempts if a.sumup_checkout_id]
+        attempt = attempts[pick % len(attempts)]
+        token = webhook_token(self.world.settings.secret_key.reveal(), attempt.order_id)
+        response = await self.client.post(
+            f"/cart/checkout/webhook/{attempt.order_id}/?token={token}",
+            json={"event_type": "CHECKOUT_STATUS_CHANGED", "id": attempt.sumup_checkout_id},
+        )
+        await self._no_server_error(response, "webhook")
+        self.saw(f"late webhook: {response.status_code}")
+        assert response.status_code == 204
 
     @rule(trouble=st.sampled_from(SUMUP_TROUBLE))
     def sumup_misbehaves_next(self, trouble: str) -> None:
@@ -657,31 +679,31 @@ class LifecycleMachine(RuleBasedStateMachine):
         paid_only=st.booleans(),
         amount=st.sampled_from(REFUND_AMOUNTS),
         reuse=st.one_of(st.none(), st.integers(0, 3)),
-        racing=st.booleans(),
+        racing=st.sampled_from(("alone", "same key twice", "two keys")),
     )
     @on_loop
     async def refund(
-        self, pick: int, paid_only: bool, amount: str | None, reuse: int | None, racing: bool
+        self, pick: int, paid_only: bool, amount: str | None, reuse: int | None, racing: str
     ) -> None:
-        """POST /internal/orders/<id>/refund (of a paid order, or of any), with a new or an
-        earlier Idempotency-Key; two at once when racing."""
+        """POST /internal/orders/<id>/refund (of a paid order, or of any) with a new or an
+        earlier Idempotency-Key; or two at once, with the same key or two new ones."""
         order = await self._pick_order(pick, prefer=PAID_LIKE if paid_only else None)
         if order is None:
             return
-        if reuse is not None and self.used_keys:
-            key = self.used_keys[reuse % len(self.used_keys)]
+        if reuse is not None and self.used_keys and racing != "two keys":
+            keys = [self.used_keys[reuse % len(self.used_keys)]] * (1 + (racing != "alone"))
         else:
-            key = secrets.token_hex(8)
-            self.used_keys.append(key)
+            keys = [secrets.token_hex(8) for _ in range(1 + (racing == "two keys"))]
+            keys = keys * (1 + (racing == "same key twice"))
+            self.used_keys.extend(dict.fromkeys(keys))
         refunded_before = await self._sumup_refunded()
-        earlier = self.keys.get(key)
-        asks = [self._ask_refund(order.id, key, amount) for _ in range(2 if racing else 1)]
-        answers = await asyncio.gather(*asks)
+        earlier = self.keys.get(keys[0])
+        answers = await asyncio.gather(*(self._ask_refund(order.id, k, amount) for k in keys))
         after = await self._order(order.id)
         refunded_now = await self._sumup_refunded()
         self.saw(
-            f"refund {order.status} {'replayed key' if earlier else 'new key'}"
-            f"{' racing' * racing}: {sorted(status for status, _ in answers)}"
+            f"refund {order.status} {'replayed key' if earlier else 'new key'} {racing}: "
+            f"{sorted(status for status, _ in answers)}"
         )
         if earlier is not None:
             for status, body in answers:
@@ -693,21 +715,31 @@ class LifecycleMachine(RuleBasedStateMachine):
             assert refunded_now == refunded_before, "a replayed key refunded again"
             assert (after.status, after.refunded_amount) == (order.status, order.refunded_amount)
             return
-        left = order.total_amount - order.refunded_amount
-        wanted = _money(amount) if amount is not None else left
-        if order.status in KEEPS_PAYMENT and 0 < wanted <= left:
-            for status, body in answers:
-                assert status == 200, f"refund of {wanted} of order {order.id}: {status} {body}"
+        # Racing requests are served one after the other (under the order's lock): what
+        # each would get in turn is what they get, in some order.
+        left, expected, given = order.total_amount - order.refunded_amount, [], Decimal("0.00")
+        for key in dict.fromkeys(keys):
+            wanted = _money(amount) if amount is not None else left
+            ok = order.status in KEEPS_PAYMENT and 0 < wanted <= left
+            expected += [200 if ok else 409] * keys.count(key)
+            if ok:
+                left, given = left - wanted, given + wanted
+        statuses = sorted(status for status, _ in answers)
+        assert statuses == sorted(expected), (
+            f"refunds of {amount or 'the rest'} of a {order.status} order ({racing}) answered "
+            f"{statuses}, not {sorted(expected)}: {[body for _, body in answers]}"
+        )
+        for (status, body), key in zip(answers, keys, strict=True):
+            if status == 200:
                 assert body["refund"]["status"] == "succeeded", body
+                self.keys[key] = KeyUse(order.id, body["refund"]["id"])
+        if racing == "same key twice" and 200 in statuses:
             assert len({body["refund"]["id"] for _, body in answers}) == 1
-            assert after.refunded_amount == order.refunded_amount + wanted
-            assert refunded_now == refunded_before + wanted
-            assert after.status == ("refunded" if wanted == left else "partially_refunded")
-            self.keys[key] = KeyUse(order.id, answers[0][1]["refund"]["id"])
+        assert after.refunded_amount == order.refunded_amount + given
+        assert refunded_now == refunded_before + given
+        if given:
+            assert after.status == ("refunded" if left == 0 else "partially_refunded")
         else:
-            for status, _ in answers:
-                assert status == 409, f"refund of {wanted} of a {order.status} order: {status}"
-            assert refunded_now == refunded_before
             assert (after.status, after.refunded_amount) == (order.status, order.refunded_amount)
 
     async def _ask_refund(
