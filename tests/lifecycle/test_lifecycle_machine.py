@@ -41,6 +41,7 @@ from itertools import combinations
 from pathlib import Path
 from typing import Any, ClassVar, Concatenate, ParamSpec, TypeVar
 
+import httpx
 from hypothesis import HealthCheck, Phase, reject
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
@@ -105,6 +106,7 @@ EVENT_OF_STATUS = {
 SCOPES = (None, "alpha", "beta")  # whole cart, or one page
 REFUND_AMOUNTS = (None, "0.50", "1.00", "3.00", "500.00")  # None: the rest
 PICK = st.integers(0, 5)
+RACERS = ("pay", "cancel", "pay again", "checkout", "sweep", "recheck", "refund", "webhook")
 CART_ADDITIONS = st.one_of(
     st.tuples(st.just("add"), PICK, st.integers(1, 3)),
     st.tuples(
@@ -749,6 +751,66 @@ class LifecycleMachine(RuleBasedStateMachine):
             )
             await db.commit()
 
+    # --- two things at once ---------------------------------------------------------------
+
+    @precondition(has_orders)
+    @rule(first=st.sampled_from(RACERS), second=st.sampled_from(RACERS))
+    @on_loop
+    async def race(self, first: str, second: str) -> None:
+        """Two of the shopper's, SumUp's, the sweep's or the admin's actions at once, on the
+        newest order. Their outcome depends on who wins, so only the invariants judge."""
+        self.saw(f"race: {' & '.join(sorted((first, second)))}")
+        snapshot = await self._snapshot()
+        order = snapshot.orders[-1]
+        results = await asyncio.gather(
+            *(self._racer(name, order, snapshot) for name in (first, second)),
+            return_exceptions=True,
+        )
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+
+    async def _racer(self, name: str, order: Order, snapshot: Snapshot) -> None:
+        """One side of a race: the action without its own oracle, but never a 5xx."""
+        if name == "pay":
+            attempts = self._candidates(snapshot, current=True)
+            if attempts:
+                try:
+                    await self.world.control.pay(attempts[-1].sumup_checkout_id)
+                except httpx.HTTPStatusError as error:  # closed meanwhile: the page says so
+                    assert error.response.status_code == 409, error
+        elif name == "cancel":
+            response = await self._post(f"/orders/{order.id}/cancel/")
+            assert response.status_code == 303, await _page_says(response)
+        elif name == "pay again":
+            response = await self._post(f"/orders/{order.id}/pay/")
+            assert response.status_code in (303, 409), await _page_says(response)
+        elif name == "checkout":
+            page = await page_text(await self._get("/cart/"))
+            forms = {path: dict(HIDDEN.findall(body)) for path, body in FORM.findall(page)}
+            if "/cart/checkout/" in forms:
+                response = await self._post("/cart/checkout/", forms["/cart/checkout/"])
+                # The other side may change the cart (a payment clears it) meanwhile.
+                assert response.status_code in (303, 409), await _page_says(response)
+        elif name == "sweep":
+            await self._make_attempts_due(nothing_under_way=False)
+            await self._reconcile()
+        elif name == "recheck":
+            response = await self._post(f"/orders/{order.id}/recheck/")
+            assert response.status_code == 303, await _page_says(response)
+        elif name == "refund":
+            status, body = await self._ask_refund(order.id, secrets.token_hex(8), None)
+            assert status in (200, 409), body
+        else:  # SumUp's webhook for the order's current checkout
+            attempt = next((a for a in snapshot.attempts if a.id == order.current_attempt_id), None)
+            if attempt is not None and attempt.sumup_checkout_id:
+                token = webhook_token(self.world.settings.secret_key.reveal(), order.id)
+                response = await self.client.post(
+                    f"/cart/checkout/webhook/{order.id}/?token={token}",
+                    json={"event_type": "CHECKOUT_STATUS_CHANGED", "id": attempt.sumup_checkout_id},
+                )
+                await self._no_server_error(response, "webhook")
+
     # --- refunds (the blog app's admin) -------------------------------------------------
 
     @precondition(has_orders)
@@ -1324,26 +1386,30 @@ class LifecycleMachine(RuleBasedStateMachine):
 
     async def _settle_everything(self) -> None:
         """A sweep that re-checks every open attempt now, then the settled invariants."""
+        await self._make_attempts_due(nothing_under_way=True)
+        await self._reconcile()
+        await self._check(settled=True)
+
+    async def _make_attempts_due(self, *, nothing_under_way: bool) -> None:
+        """Test arrangement: the sweep leaves an attempt checked in the last 30 s alone,
+        and one whose create may still be under way; make every open attempt due now
+        (between the machine's steps no create is under way)."""
         async with self.world.sessions() as db:
-            # Test arrangement: the sweep leaves an attempt checked in the last 30 s (and
-            # one whose create may still be under way) alone; between the machine's steps
-            # nothing is under way, so make every open attempt due now.
             await db.execute(
                 update(CheckoutAttempt)
                 .where(CheckoutAttempt.settled_at.is_(None))
                 .values(checked_at=None)
             )
-            await db.execute(
-                update(CheckoutAttempt)
-                .where(
-                    CheckoutAttempt.settled_at.is_(None),
-                    CheckoutAttempt.sumup_checkout_id.is_(None),
+            if nothing_under_way:
+                await db.execute(
+                    update(CheckoutAttempt)
+                    .where(
+                        CheckoutAttempt.settled_at.is_(None),
+                        CheckoutAttempt.sumup_checkout_id.is_(None),
+                    )
+                    .values(created_at=CheckoutAttempt.created_at - timedelta(minutes=1))
                 )
-                .values(created_at=CheckoutAttempt.created_at - timedelta(minutes=1))
-            )
             await db.commit()
-        await self._reconcile()
-        await self._check(settled=True)
 
     async def _get(self, path: str) -> Any:
         response = await self.client.get(path, headers={"Accept": "text/html"})
