@@ -40,6 +40,7 @@ from multiprocessing.synchronize import Event
 from pathlib import Path
 from types import FrameType
 
+import uvloop
 from hypercorn.asyncio.run import worker_serve
 from hypercorn.config import Config, Sockets
 from hypercorn.utils import wrap_app
@@ -80,7 +81,9 @@ def _serve_worker(config: Config, sockets: Sockets, stop: Event, supervisor_pid:
         while not stop.is_set() and os.getppid() == supervisor_pid:  # noqa: ASYNC110
             await asyncio.sleep(POLL_SECONDS)
 
-    asyncio.run(worker_serve(app, config, sockets=sockets, shutdown_trigger=stopped))
+    # uvloop, as the benchmarks measure (bench/README.md): hypercorn's `--worker-class
+    # uvloop` does the same for its own runner.
+    uvloop.run(worker_serve(app, config, sockets=sockets, shutdown_trigger=stopped))
 
 
 def prepare_metrics_folder() -> Path:
