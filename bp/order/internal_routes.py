@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 from quart import Blueprint, current_app, request
@@ -59,10 +60,9 @@ async def refund(order_id: int) -> Any:
     answer = {
         "order_id": order.id,
         "status": order.status,
+        # Everything given back: of the order's payment and of any it could not take.
         "refunded_total": money_string(
-            sum(
-                (r.amount for r in refunds if r.status == "succeeded"), start=0 * order.total_amount
-            )
+            sum((r.amount for r in refunds if r.status == "succeeded"), Decimal("0.00"))
         ),
         "refund": {"id": done.id, "status": done.status},
         "refunds": [
