@@ -1495,4 +1495,5 @@ async def test_payment_lifecycle_keeps_money_bookings_and_events_consistent(
     finally:
         hooks.remove(world.count_webhook)
         logging.getLogger().removeHandler(recorder)
+        await sandbox_control.reset()  # leave SumUp's side as the next test expects it
         print("what the machine did:", *sorted(world.seen.items()), sep="\n  ")
