@@ -2,26 +2,32 @@
 
 One shopper drives the real app, served over HTTP so that the SumUp sandbox's webhooks
 reach it, through its forms, in random sequences: add products, change quantities, get
-bookings (the events app's side, written to the database), check out the whole cart or
-one page, pay or decline at the sandbox, lose or duplicate the next webhook, re-check,
-cancel, pay again, let orders expire, sweep, refund through the internal API (with new,
-repeated and racing Idempotency-Keys), pay an old checkout in a tab the shopper kept
-open, and have SumUp fail during the next action. After every step it checks what must
-always hold (`_violations`): money at SumUp equals money in our books, no booking or
-cart line is claimed by two live orders, one event per transition and a history the
-state machine allows, totals that add up, no 5xx and no unexpected error logged; after
-a sweep, every attempt of a final order is settled and nothing is left pending.
+bookings (the events app's side, written to the database) and prices changed (the
+market app's), check out the whole cart or one page (maybe twice), pay or decline at
+the sandbox, pay an old checkout in a tab the shopper kept open, lose or duplicate the
+next webhook or have it sent again later, have SumUp fail during the next checkout,
+cancel or "Pay now", re-check, cancel, pay again, let orders expire, let time pass
+beyond SumUp's checkout lifetime, sweep, refund through the internal API (new, repeated
+and racing Idempotency-Keys), and race two of these on one order. After every step it
+checks what must always hold (`_violations`): money at SumUp equals money in our books,
+transaction by transaction; no booking or cart line claimed by two live orders; one
+event per transition and a history the state machine allows; totals that add up and
+order pages that show them; no 5xx and no unexpected error logged. After a sweep, every
+payment is known, every old attempt and every attempt of a final order is settled and
+closed at SumUp, and no refund is pending.
 
-The CI form is small; the long form runs by hand:
+The CI form is small (LIFECYCLE_MACHINE_EXAMPLES=15, LIFECYCLE_MACHINE_STEPS=12, about
+10 s); the long form runs by hand, with shrinking:
 
-    LIFECYCLE_MACHINE_EXAMPLES=200 LIFECYCLE_MACHINE_STEPS=20 \\
-        .venv/bin/python -m pytest -q tests/lifecycle/test_lifecycle_machine.py
+    LIFECYCLE_MACHINE_EXAMPLES=200 LIFECYCLE_MACHINE_STEPS=25 \\
+        .venv/bin/python -m pytest -q -s tests/lifecycle/test_lifecycle_machine.py
 
-Hypothesis runs in a worker thread; every rule hands its coroutine to the test's event
-loop (where the app and its HTTP server run) and waits for it. Bugs the machine found
-and that are not fixed yet are listed in `KNOWN_BUGS`: a sequence that shows one is
-discarded rather than failed (`LIFECYCLE_MACHINE_STRICT=1` fails on them too), and
-each has its own strict-xfail regression test in test_found_by_machine.py.
+(-s prints what the examples did.) Hypothesis runs in a worker thread; every rule hands
+its coroutine to the test's event loop, where the app and its HTTP server run, and waits
+for it. Bugs the machine found that are not fixed yet are listed in `KNOWN_BUGS`: a
+sequence that shows one is discarded rather than failed (LIFECYCLE_MACHINE_STRICT=1
+fails on them too), and each has a strict-xfail regression test in
+test_found_by_machine.py.
 """
 
 from __future__ import annotations
@@ -1491,4 +1497,5 @@ async def test_payment_lifecycle_keeps_money_bookings_and_events_consistent(
     finally:
         hooks.remove(world.count_webhook)
         logging.getLogger().removeHandler(recorder)
+        await sandbox_control.reset()  # leave SumUp's side as the next test expects it
         print("what the machine did:", *sorted(world.seen.items()), sep="\n  ")
