@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bp.cart.services.checkout_attempts import CheckoutContext
 from bp.cart.services.reconcile import ReconcileReport, reconcile_orders
-from models import Order
+from models import CheckoutAttempt, Order
 from tests.orders.factories import (
     PlacedOrder,
     checkout_id,
@@ -351,3 +351,30 @@ async def test_sweep_does_not_expire_a_fresh_pay_again_attempt_of_an_old_order(
 
     assert await sandbox_status(sandbox_control, fresh) == "PENDING"
     assert (await latest_order(db)).status == "pending"
+
+
+async def test_an_order_whose_checkout_outlived_sumups_lifetime_expires_with_it_at_once(
+    client: Client,
+    db: AsyncSession,
+    sessions: async_sessionmaker[AsyncSession],
+    context: CheckoutContext,
+    sandbox_control: Any,
+) -> None:
+    placed = await place_order(client, db)
+    checkout = await checkout_id(db, placed.order)
+    await db.execute(
+        update(CheckoutAttempt)
+        .where(CheckoutAttempt.order_id == placed.order.id)
+        .values(created_at=func.now() - timedelta(minutes=31))
+    )
+    await db.commit()
+
+    report = await _sweep(sessions, context)
+
+    assert (report.retired, report.expired) == (1, 1)
+    assert await sandbox_status(sandbox_control, checkout) == "EXPIRED"
+    order = await latest_order(db)
+    assert order.status == "expired"
+    entry = await reload(db, placed.entry)
+    assert (entry.state, entry.order_id) == ("pending", None)
+    assert await event_count(db, "order.expired", order.id) == 1

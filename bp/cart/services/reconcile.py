@@ -28,6 +28,7 @@ from bp.cart.services.checkout_attempts import (
     retire_open_attempts,
 )
 from bp.cart.services.order_queries import load_order
+from bp.cart.services.order_states import move_order
 from bp.cart.services.refunds import settle_pending_refunds
 from models import CheckoutAttempt, Order
 from services.errors import PaymentProviderError
@@ -101,6 +102,8 @@ async def _sweep_one_attempt(
             if _should_retire(order, attempt, context):
                 found: AttemptCheck = await retire_attempt(session, attempt, context)
                 report.retired += found.sumup_status != "PAID"
+                if found.sumup_status != "PAID":
+                    report.expired += await _expire_if_its_checkout_ended(session, attempt)
             else:
                 found = await check_attempt(session, attempt, context)
         except PaymentProviderError:
@@ -114,6 +117,16 @@ async def _sweep_one_attempt(
         report.paid += found.paid_now
         report.failed += found.sumup_status == "FAILED"
     return True
+
+
+async def _expire_if_its_checkout_ended(session: AsyncSession, attempt: CheckoutAttempt) -> bool:
+    """An unpaid order whose current checkout outlived SumUp's lifetime expires with it,
+    so its bookings go back to the cart now, not at the unpaid-order expiry."""
+    order = await load_order(session, attempt.order_id, for_update=True)
+    if order.current_attempt_id != attempt.id or order.status not in ("pending", "failed"):
+        return False
+    moved = await move_order(session, order, "expired", cause="checkout_expired", attempt=attempt)
+    return moved is not None
 
 
 async def _next_to_expire(
