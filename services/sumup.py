@@ -152,14 +152,6 @@ def from_sumup_amount(amount: float | int | str | None) -> Decimal | None:
     return Decimal(str(amount)).quantize(Decimal("0.01"))
 
 
-CENT = Decimal("0.01")
-
-
-def to_minor_precision(amount: Decimal) -> Decimal:
-    """Money quantized to the currency's minor unit (pence), as SumUp compares it."""
-    return amount.quantize(CENT)
-
-
 # --- errors ------------------------------------------------------------------------
 
 

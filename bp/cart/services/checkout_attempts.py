@@ -18,7 +18,6 @@ import logging
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import func, select, update
@@ -470,8 +469,3 @@ async def retire_open_attempts(
         if attempt.id != keep:
             paid |= (await retire_attempt(session, attempt, context)).sumup_status == "PAID"
     return paid
-
-
-def attempt_amount_left(attempt: CheckoutAttempt, refunded: Decimal) -> Decimal:
-    """What can still be refunded of an attempt's payment."""
-    return attempt.amount - refunded if attempt.sumup_status == "PAID" else Decimal("0.00")

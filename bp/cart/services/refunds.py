@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bp.cart.services.order_queries import load_order
 from bp.cart.services.order_states import move_order, record_refund_event
+from bp.cart.services.total import CENT
 from models import CheckoutAttempt, Order, Refund
 from models.order import PAID_STATUSES
 from services.errors import NotFoundError, ServiceError
@@ -44,8 +45,6 @@ if TYPE_CHECKING:
     from bp.cart.services.checkout_attempts import CheckoutContext
 
 log = logging.getLogger(__name__)
-
-CENT = Decimal("0.01")
 
 
 class RefundError(ServiceError):

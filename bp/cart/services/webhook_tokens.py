@@ -13,5 +13,9 @@ def webhook_token(secret_key: str, order_id: int) -> str:
 
 
 def webhook_token_is_valid(secret_key: str, order_id: int, token: str) -> bool:
-    """Whether `token` is the order's webhook token (compared in constant time)."""
-    return hmac.compare_digest(webhook_token(secret_key, order_id), token or "")
+    """Whether `token` is the order's webhook token (compared in constant time).
+
+    `compare_digest` raises on non-ASCII text: such a token is simply wrong."""
+    if not token or not token.isascii():
+        return False
+    return hmac.compare_digest(webhook_token(secret_key, order_id), token)
