@@ -31,6 +31,13 @@ ORDER_STATUSES = (
 UNPAID_STATUSES = ("pending", "failed", "expired")
 # Orders that kept a payment: refunds are taken from these.
 PAID_STATUSES = ("paid", "partially_refunded")
+
+
+def order_number(order_id: int) -> str:
+    """The order number shown to shoppers: `RA-000042`."""
+    return f"RA-{order_id:06d}"
+
+
 STATUS_CHECK = "status IN ({})".format(", ".join(f"'{status}'" for status in ORDER_STATUSES))
 
 
@@ -120,7 +127,7 @@ class Order(Base):
     @property
     def number(self) -> str:
         """The order number shown to shoppers."""
-        return f"RA-{self.id:06d}"
+        return order_number(self.id)
 
 
 class OrderItem(Base):

@@ -9,12 +9,12 @@ same 303 and swaps the cart in place. Scripts asking for JSON get JSON, as befor
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from quart import Blueprint, redirect, request, url_for
 from werkzeug.wrappers import Response as WerkzeugResponse
 
+from bp.cart.forms import ASCII_INTEGER
 from bp.cart.responses import after_write, current_identity, settings, site_origins
 from bp.cart.services.get_cart import get_cart_lines
 from bp.cart.services.update_cart import fits_sql_integer
@@ -59,14 +59,11 @@ async def line_answer(message: str, next_url: str | None) -> Any:
     return back_to(next_url, anchor)
 
 
-ASCII_NUMBER = re.compile(r"-?[0-9]{1,18}", re.ASCII)
-
-
 def _malformed(form: Any) -> bool:
     """Whether a number field holds something other than ASCII digits, or a market id
     no market can have."""
     values = ((form.get(name) or "").strip() for name in ("quantity", "market_place"))
-    if any(value and not ASCII_NUMBER.fullmatch(value) for value in values):
+    if any(value and not ASCII_INTEGER.fullmatch(value) for value in values):
         return True
     market = (form.get("market_place") or "").strip()
     return bool(market) and not fits_sql_integer(int(market))

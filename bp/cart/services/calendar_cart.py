@@ -26,6 +26,7 @@ from bp.cart.services.get_cart import (
 from bp.cart.services.identity import Identity, lock_identity
 from bp.cart.services.update_cart import fits_sql_integer
 from models import Calendar, CalendarEntry, Order, Post
+from models.order import order_number
 from services.errors import NotFoundError
 
 
@@ -49,7 +50,7 @@ class CartEntry:
     @property
     def held_by_number(self) -> str | None:
         """The number of the unpaid order holding it, as shoppers know it."""
-        return f"RA-{self.held_by:06d}" if self.held_by is not None else None
+        return order_number(self.held_by) if self.held_by is not None else None
 
 
 HOLDING_STATUSES = ("pending", "failed")

@@ -250,7 +250,7 @@ async def check_attempt(
     account = await account_of(session, context, attempt)
     if attempt.sumup_checkout_id is None:
         found = await find_checkout(context.clients, account, attempt.reference)
-        await _mark_checked(session, attempt)
+        await mark_checked(session, attempt)
         if found is None:
             return AttemptCheck(None)
         wrong = mismatches(attempt, found, check_id=False)
@@ -265,17 +265,18 @@ async def check_attempt(
             checkout = await get_checkout(context.clients, account, attempt.sumup_checkout_id)
         except SumUpNotFound:
             log.error("order %s: SumUp has no checkout %s", attempt.order_id, attempt.reference)
-            await _mark_checked(session, attempt)
+            await mark_checked(session, attempt)
             return AttemptCheck(None)
     wrong = mismatches(attempt, checkout)
     if wrong:
         _log_mismatch(attempt, wrong, f"checkout {attempt.sumup_checkout_id}")
-        await _mark_checked(session, attempt)
+        await mark_checked(session, attempt)
         return AttemptCheck(None)
     return await apply_sumup_status(session, attempt, checkout, context.settings)
 
 
-async def _mark_checked(session: AsyncSession, attempt: CheckoutAttempt) -> None:
+async def mark_checked(session: AsyncSession, attempt: CheckoutAttempt) -> None:
+    """The attempt was looked at now (the sweep takes the least recently checked first)."""
     await session.execute(
         update(CheckoutAttempt)
         .where(CheckoutAttempt.id == attempt.id)

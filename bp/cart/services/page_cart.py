@@ -13,6 +13,7 @@ from bp.cart.services.get_cart import CartLine, PageRef, get_cart_lines
 from bp.cart.services.identity import Identity
 from bp.cart.services.total import Totals, sum_amounts
 from models import Post
+from models.order import order_number
 from services.errors import CartError, NotFoundError
 
 
@@ -68,7 +69,7 @@ class HoldingOrder:
 
     @property
     def number(self) -> str:
-        return f"RA-{self.id:06d}"
+        return order_number(self.id)
 
     @property
     def holds(self) -> str:

@@ -16,7 +16,7 @@ import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bp.cart.services.cancel_order import expire_order
@@ -24,6 +24,7 @@ from bp.cart.services.checkout_attempts import (
     AttemptCheck,
     CheckoutContext,
     check_attempt,
+    mark_checked,
     retire_attempt,
     retire_open_attempts,
 )
@@ -108,11 +109,7 @@ async def _sweep_one_attempt(
                 found = await check_attempt(session, attempt, context)
         except PaymentProviderError:
             report.errors += 1
-            await session.execute(
-                update(CheckoutAttempt)
-                .where(CheckoutAttempt.id == attempt.id)
-                .values(checked_at=func.now())
-            )
+            await mark_checked(session, attempt)
             return True
         report.paid += found.paid_now
         report.failed += found.sumup_status == "FAILED"
