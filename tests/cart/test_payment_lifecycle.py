@@ -23,10 +23,11 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bp.cart.services.checkout_attempts import CheckoutContext, add_attempt, create_or_recover
+from bp.cart.services.hosted_checkout import start_hosted_checkout
 from bp.cart.services.order_queries import load_order
 from bp.cart.services.reconcile import reconcile_orders
 from models import CartItem, CheckoutAttempt, Order, Refund
-from services.errors import PaymentProviderError
+from services.errors import CheckoutError, PaymentProviderError
 from services.order_lifecycle import release_entries_for_order
 from services.sumup import account_for_merchant
 from tests.factories import make_calendar, make_entry, make_product, make_shop
@@ -224,19 +225,8 @@ async def test_an_expired_order_is_superseded_by_the_next_checkout_of_its_cart(
     assert new.total_amount == Decimal("23.50")  # 3 × 4.50 + the booking, once
     entry = await reload(db, placed.entry)
     assert (entry.state, entry.order_id) == ("ordered", new.id)
-    with pytest.raises(PaymentProviderError):
-        await _pay_order_again_service(sessions, context, old.id)
-
-
-async def _pay_order_again_service(
-    sessions: async_sessionmaker[AsyncSession], context: CheckoutContext, order_id: int
-) -> None:
-    from bp.cart.services.hosted_checkout import start_hosted_checkout
-
-    try:
-        await start_hosted_checkout(sessions, order_id, context, reuse_open=False)
-    except Exception as error:
-        raise PaymentProviderError(str(error)) from error
+    with pytest.raises(CheckoutError, match="cancelled"):
+        await start_hosted_checkout(sessions, old.id, context, reuse_open=False)
 
 
 async def test_an_expired_order_whose_product_was_withdrawn_cannot_be_paid_again(
