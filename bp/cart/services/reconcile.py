@@ -83,6 +83,25 @@ async def _next_attempt(session: AsyncSession, context: CheckoutContext) -> Chec
     return attempt
 
 
+async def _done_meanwhile(session: AsyncSession, attempt: CheckoutAttempt) -> bool:
+    """Whether a racing sweep checked the attempt between this one's read and its lock.
+
+    The sweep locks the order, not the attempt, and the row it read may be older than
+    that lock: read the attempt again now that the order is ours.
+    """
+    fresh = await session.scalar(
+        select(CheckoutAttempt.id).where(
+            CheckoutAttempt.id == attempt.id,
+            CheckoutAttempt.settled_at.is_(None),
+            or_(
+                CheckoutAttempt.checked_at.is_(None),
+                CheckoutAttempt.checked_at < func.now() - RECHECK_SPACING,
+            ),
+        )
+    )
+    return fresh is None
+
+
 def _should_retire(order: Order, attempt: CheckoutAttempt, context: CheckoutContext) -> bool:
     if order.is_final or order.current_attempt_id != attempt.id:
         return True
@@ -96,6 +115,8 @@ async def _sweep_one_attempt(
         attempt = await _next_attempt(session, context)
         if attempt is None:
             return False
+        if await _done_meanwhile(session, attempt):
+            return True  # another sweep checked it while this one waited for the order
         report.checked += 1
         report.order_ids.append(attempt.order_id)
         order = await load_order(session, attempt.order_id)
