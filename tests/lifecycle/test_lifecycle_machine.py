@@ -322,6 +322,7 @@ class LifecycleMachine(RuleBasedStateMachine):
             await db.execute(text(f"TRUNCATE {TABLES} RESTART IDENTITY CASCADE"))
             await db.commit()
             await self.world.control.reset()
+            await self._forget_abuse_counters()
             for slug, prices in (("alpha", ("4.50", "2.00")), ("beta", ("3.25",))):
                 page, market = await make_shop(db, slug)
                 if slug == "beta":
@@ -334,6 +335,16 @@ class LifecycleMachine(RuleBasedStateMachine):
         self.saw("examples")
         await self._add(self.products[0], 1)  # the shopper's first line gives them a cart
         await self._snapshot()
+
+    async def _forget_abuse_counters(self) -> None:
+        """Each example is a new shop whose ids start again at 1: the rate limits and the
+        status throttle counted per order in earlier examples must not carry over (order
+        1's webhooks of fifteen examples would pass its per-order limit)."""
+        redis = self.world.app.extensions["redis"]
+        prefix = self.world.settings.rate_limits.redis_prefix
+        for pattern in (f"{prefix}limits*", f"{prefix}status-check:*"):
+            async for key in redis.scan_iter(match=pattern):
+                await redis.delete(key)
 
     def _product(self, pick: int) -> ShopProduct:
         return self.products[pick % len(self.products)]
