@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import subprocess
 import sys
 import time
@@ -113,7 +112,7 @@ async def _blocked_backends(admin: asyncpg.Connection, database: str) -> int:
 
 
 async def test_four_entrypoint_migrations_at_once_on_one_fresh_database_take_turns() -> None:
-    """The CI form: the migration step of four instances, made to start at the same moment.
+    """The migration step of four instances, made to start at the same moment.
 
     An open transaction that is creating `alembic_version` holds all four at the same
     point; when it rolls back they would race to create the same tables (and all but
@@ -146,12 +145,10 @@ async def test_four_entrypoint_migrations_at_once_on_one_fresh_database_take_tur
     assert len(waited) == 3
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(not os.environ.get("CART_SLOW_TESTS"), reason="long form: CART_SLOW_TESTS=1")
 async def test_four_instances_started_at_once_on_one_fresh_database_all_serve(
     sumup_sandbox: Any, tmp_path: Path
 ) -> None:
-    """The long form (four whole instances, 20 to 45 s on two cores)."""
+    """Four whole instances through the entrypoint's steps (20 to 45 s on two cores)."""
     async with fresh_database() as url:
         instances = [
             Instance(
