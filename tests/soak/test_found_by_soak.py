@@ -8,13 +8,18 @@ from __future__ import annotations
 from typing import Any
 
 import asyncpg
+import pytest
 from quart import Quart
 from quart.typing import TestClientProtocol as Client
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
+from models import Order
 from sandbox.embedded import asyncpg_dsn
-from tests.factories import make_product, make_shop
-from tests.shopper import add
+from soak.invariants import no_line_bought_and_still_in_cart
+from tests.factories import make_line, make_product, make_shop, make_user
+from tests.orders.factories import checkout_id
+from tests.shopper import add, login, post_form
 
 
 async def _terminate_backends(database_url: str) -> int:
@@ -51,3 +56,50 @@ async def test_cart_page_after_postgres_drops_connections_is_not_a_500(
     # A read is retried on a fresh connection (200), or at worst refused with 503.
     assert all(status in (200, 503) for status in statuses), statuses
     assert statuses[-1] == 200, statuses
+
+
+async def _soak_invariant(database_url: str, check: Any) -> Any:
+    """Run one of the soak's end-of-run checks on the test database."""
+    from sqlalchemy.engine import make_url
+
+    connection = await asyncpg.connect(
+        **asyncpg_dsn(database_url, make_url(database_url).database or "")
+    )
+    try:
+        return await check(connection)
+    finally:
+        await connection.close()
+
+
+@pytest.mark.xfail(strict=True, reason="the check matched lines by the order's owner now")
+async def test_an_order_paid_before_sign_in_is_not_taken_for_a_line_left_in_the_cart(
+    client: Client, db: AsyncSession, settings: Any, sandbox_control: Any
+) -> None:
+    """Soak 2026-12-02: orders 432 and 509 "bought product 3, line 1030 still holds 6".
+
+    The shopper signed out, bought as an anonymous session (clearing that session's
+    line), then signed in: the merge handed the paid orders to the user, whose older
+    line of the same product was never part of them. Nothing was wrong with the cart;
+    the check read the order's owner now, not the cart it bought from.
+    """
+    await sandbox_control.reset()
+    user = await make_user(db, "ada@example.coop")
+    _, market = await make_shop(db)
+    product = await make_product(db, market)
+    await make_line(db, product, quantity=6, user_id=user.id)
+    await add(client, product.id, 1)
+    assert (await post_form(client, "/cart/checkout/")).status_code == 303
+    order = await db.scalar(select(Order))
+    assert order is not None
+    await sandbox_control.pay(await checkout_id(db, order))
+    await login(client, user.email)
+    assert (await client.get("/cart/")).status_code == 200
+    owner = await db.scalar(
+        select(Order.user_id).where(Order.id == order.id).execution_options(populate_existing=True)
+    )
+    assert owner == user.id  # the merge claimed the paid order
+
+    result = await _soak_invariant(settings.database_url, no_line_bought_and_still_in_cart)
+
+    assert result.checked == 1
+    assert result.violations == []
