@@ -144,12 +144,19 @@ class OrderItem(Base):
     unit_price: Mapped[Decimal]
     currency: Mapped[str] = mapped_column(String(3))
     line_total: Mapped[Decimal]
+    # Set when a sign-in claimed the order unpaid: how many of `quantity` the merge moved
+    # into the user's line (the rest was no longer in the anonymous cart, or was capped).
+    # Paying takes this many out of the user's line, never what the user had already.
+    merged_quantity: Mapped[int | None] = mapped_column(Integer)
 
     order: Mapped[Order] = relationship(back_populates="items", lazy="raise")
 
     __table_args__ = (
         CheckConstraint("quantity > 0", name="quantity_positive"),
         CheckConstraint("line_total = quantity * unit_price", name="line_total"),
+        CheckConstraint(
+            "merged_quantity >= 0 AND merged_quantity <= quantity", name="merged_quantity"
+        ),
     )
 
 

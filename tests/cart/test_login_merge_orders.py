@@ -15,6 +15,8 @@ from quart.typing import TestClientProtocol as Client
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bp.cart.services.clear_cart_for_order import clear_cart_for_order
+from bp.cart.services.order_queries import load_order
 from models import Calendar, Order, Product, User
 from tests.factories import make_calendar, make_entry, make_line, make_product, make_shop, make_user
 from tests.orders.factories import checkout_id
@@ -159,7 +161,6 @@ async def test_a_line_raised_after_checkout_keeps_the_rise_when_the_claimed_orde
     assert await live_lines(db) == [(shop.user.id, False, shop.eggs.id, 4)]
 
 
-@pytest.mark.xfail(strict=True, reason="found while checking the soak's cart-line finding")
 async def test_a_claimed_order_whose_line_was_removed_leaves_the_users_own_line_alone(
     client: Client, db: AsyncSession, shop: Shop, sandbox_control: Any
 ) -> None:
@@ -180,7 +181,6 @@ async def test_a_claimed_order_whose_line_was_removed_leaves_the_users_own_line_
     assert await live_lines(db) == [(shop.user.id, False, shop.eggs.id, 3)]
 
 
-@pytest.mark.xfail(strict=True, reason="found while checking the soak's cart-line finding")
 async def test_a_claimed_order_whose_line_was_lowered_takes_out_only_what_was_merged(
     client: Client, db: AsyncSession, shop: Shop, sandbox_control: Any
 ) -> None:
@@ -196,7 +196,6 @@ async def test_a_claimed_order_whose_line_was_lowered_takes_out_only_what_was_me
     assert await live_lines(db) == [(shop.user.id, False, shop.eggs.id, 3)]
 
 
-@pytest.mark.xfail(strict=True, reason="found while checking the soak's cart-line finding")
 async def test_a_claimed_order_merged_at_the_cap_takes_out_only_what_the_cap_let_in(
     client: Client, db: AsyncSession, shop: Shop, sandbox_control: Any
 ) -> None:
@@ -230,3 +229,27 @@ async def test_a_booking_claimed_unpaid_is_paid_for_the_user_and_the_users_own_s
         (booked.id, shop.user.id, "provisional", order.id),
     ]
     assert await live_lines(db) == []
+
+
+async def test_a_claimed_order_of_a_line_kept_apart_takes_it_from_the_anonymous_cart(
+    client: Client, db: AsyncSession, shop: Shop
+) -> None:
+    await make_line(db, shop.eggs, quantity=1, user_id=shop.user.id)  # the user's cart: GBP
+    _, euro_market = await make_shop(db, "ferme")
+    cheese = await make_product(db, euro_market, price="7.00", currency="EUR", title="Comté")
+    await add(client, cheese.id, 2)
+    # The sandbox's merchants are British and refuse EUR (502): the order stays unpaid.
+    assert (await post_form(client, "/cart/checkout/")).status_code == 502
+    order_id = await db.scalar(select(Order.id))
+    assert order_id is not None
+    await sign_in(client, shop.user.email)
+    assert await live_lines(db) == [
+        (shop.user.id, False, shop.eggs.id, 1),
+        (None, True, cheese.id, 2),  # kept apart: one cart, one currency
+    ]
+
+    # What a verified payment does to the cart (a sandbox checkout cannot be in EUR).
+    await clear_cart_for_order(db, await load_order(db, order_id))
+    await db.commit()
+
+    assert await live_lines(db) == [(shop.user.id, False, shop.eggs.id, 1)]
