@@ -68,6 +68,9 @@ class Order(Base):
     updated_at: Mapped[datetime] = updated_at_column()
     paid_at: Mapped[datetime | None]
     cancelled_at: Mapped[datetime | None]
+    # When a sign-in moved this anonymous order to `user_id` (the login merge);
+    # `session_id` still names the anonymous cart it was bought from.
+    claimed_by_user_at: Mapped[datetime | None]
     # When the latest checkout attempt began: unpaid orders expire counting from here.
     checkout_started_at: Mapped[datetime | None]
     # Bumped by every status change: the conditional updates compare it.

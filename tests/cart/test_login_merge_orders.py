@@ -7,6 +7,7 @@ checks out, pays (or leaves the hosted page open), signs in, and pays afterwards
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,11 +17,11 @@ from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bp.cart.services.clear_cart_for_order import clear_cart_for_order
-from bp.cart.services.order_queries import load_order
+from bp.cart.services.order_queries import CLAIMED_LABEL, load_order
 from models import Calendar, Order, Product, User
 from tests.factories import make_calendar, make_entry, make_line, make_product, make_shop, make_user
 from tests.orders.factories import checkout_id
-from tests.shopper import add, login, post_form
+from tests.shopper import add, login, page_text, post_form
 
 
 @dataclass
@@ -253,3 +254,55 @@ async def test_a_claimed_order_of_a_line_kept_apart_takes_it_from_the_anonymous_
     await db.commit()
 
     assert await live_lines(db) == [(shop.user.id, False, shop.eggs.id, 1)]
+
+
+# --- the order's history --------------------------------------------------------------
+
+
+def history(html: str) -> list[str]:
+    match = re.search(r'<ul data-testid="order-history">(.*?)</ul>', html, re.S)
+    assert match, "no history on the page"
+    return [item.split(": ", 1)[1] for item in re.findall(r"<li>(.*?)</li>", match.group(1))]
+
+
+async def test_the_order_page_says_when_a_sign_in_moved_a_paid_order_to_the_account(
+    client: Client, db: AsyncSession, shop: Shop, sandbox_control: Any
+) -> None:
+    await add(client, shop.eggs.id, 1)
+    order = await pay(db, sandbox_control, await checkout(client, db))
+    await sign_in(client, shop.user.email)
+
+    page = await page_text(await client.get(f"/orders/{order.id}/"))
+
+    assert history(page) == ["Order placed", "Paid", CLAIMED_LABEL]
+    claimed = await db.scalar(
+        select(Order.claimed_by_user_at)
+        .where(Order.id == order.id)
+        .execution_options(populate_existing=True)
+    )
+    assert claimed is not None and order.paid_at is not None and claimed > order.paid_at
+
+
+async def test_the_order_page_of_an_order_claimed_unpaid_shows_the_move_before_the_payment(
+    client: Client, db: AsyncSession, shop: Shop, sandbox_control: Any
+) -> None:
+    await add(client, shop.eggs.id, 1)
+    order = await checkout(client, db)
+    await sign_in(client, shop.user.email)
+    await pay(db, sandbox_control, order)
+
+    page = await page_text(await client.get(f"/orders/{order.id}/"))
+
+    assert history(page) == ["Order placed", CLAIMED_LABEL, "Paid"]
+
+
+async def test_an_order_placed_signed_in_has_no_move_in_its_history(
+    client: Client, db: AsyncSession, shop: Shop, sandbox_control: Any
+) -> None:
+    await login(client, shop.user.email)
+    await add(client, shop.eggs.id, 1)
+    order = await pay(db, sandbox_control, await checkout(client, db))
+
+    page = await page_text(await client.get(f"/orders/{order.id}/"))
+
+    assert history(page) == ["Order placed", "Paid"]

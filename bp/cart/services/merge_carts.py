@@ -70,7 +70,7 @@ async def merge_anonymous_cart(
         await session.execute(
             update(Order)
             .where(Order.session_id == anonymous_id, Order.user_id.is_(None))
-            .values(user_id=user_id)
+            .values(user_id=user_id, claimed_by_user_at=func.now())
             .returning(Order.id, Order.status)
         )
     ).all()
@@ -85,6 +85,7 @@ async def merge_anonymous_cart(
         .with_for_update(of=CartItem)
     )
     merged: dict[tuple[int, int], int] = {}
+    moved_lines: list[int] = []
     for line, title, line_currency in rows:
         if currency is not None and line_currency != currency:
             report.kept_apart.append(title)
@@ -94,7 +95,16 @@ async def merge_anonymous_cart(
         if added < line.quantity:
             report.capped.append(title)
         report.lines.append((title, line.quantity))
-        line.deleted_at = func.now()
+        moved_lines.append(line.id)
+    # The anonymous lines leave the cart as they were: `updated_at` stays the shopper's
+    # last change, so a line a payment should have taken out still shows it was not.
+    if moved_lines:
+        await session.execute(
+            update(CartItem)
+            .where(CartItem.id.in_(moved_lines))
+            .values(deleted_at=func.now(), updated_at=CartItem.updated_at)
+            .execution_options(synchronize_session=False)
+        )
     await _record_merged_quantities(
         session, [order_id for order_id, status in claimed if status in UNPAID_STATUSES], merged
     )
