@@ -68,6 +68,9 @@ class Order(Base):
     updated_at: Mapped[datetime] = updated_at_column()
     paid_at: Mapped[datetime | None]
     cancelled_at: Mapped[datetime | None]
+    # When a sign-in moved this anonymous order to `user_id` (the login merge);
+    # `session_id` still names the anonymous cart it was bought from.
+    claimed_by_user_at: Mapped[datetime | None]
     # When the latest checkout attempt began: unpaid orders expire counting from here.
     checkout_started_at: Mapped[datetime | None]
     # Bumped by every status change: the conditional updates compare it.
@@ -144,12 +147,19 @@ class OrderItem(Base):
     unit_price: Mapped[Decimal]
     currency: Mapped[str] = mapped_column(String(3))
     line_total: Mapped[Decimal]
+    # Set when a sign-in claimed the order unpaid: how many of `quantity` the merge moved
+    # into the user's line (the rest was no longer in the anonymous cart, or was capped).
+    # Paying takes this many out of the user's line, never what the user had already.
+    merged_quantity: Mapped[int | None] = mapped_column(Integer)
 
     order: Mapped[Order] = relationship(back_populates="items", lazy="raise")
 
     __table_args__ = (
         CheckConstraint("quantity > 0", name="quantity_positive"),
         CheckConstraint("line_total = quantity * unit_price", name="line_total"),
+        CheckConstraint(
+            "merged_quantity >= 0 AND merged_quantity <= quantity", name="merged_quantity"
+        ),
     )
 
 

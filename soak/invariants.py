@@ -268,28 +268,64 @@ async def one_paid_event_per_paid_order(
     return result
 
 
+# The cart each paid order's items were bought from, and how many the payment was to
+# take out of it. An order a sign-in claimed (`claimed_by_user_at`) was bought from the
+# anonymous cart it still names in `session_id`: in full when it was paid before the
+# claim (its items have no `merged_quantity`); when claimed unpaid, the payment takes
+# from the user's line what the merge moved in, the rest from the anonymous cart.
+# `moved_at` is when the merge took that cart's lines away: such a line was still in
+# the cart after the payment, so it counts as left behind if the payment missed it.
+LEFT_IN_CART = """
+WITH bought AS (
+  SELECT o.id AS order_id, o.paid_at, o.user_id, o.session_id, o.claimed_by_user_at,
+    i.product_id, i.market_place_id, i.quantity, i.merged_quantity
+  FROM orders o JOIN order_items i ON i.order_id = o.id
+  WHERE o.paid_attempt_id IS NOT NULL
+), bought_from AS (
+  SELECT order_id, paid_at, product_id, market_place_id, quantity AS bought,
+    user_id, CASE WHEN user_id IS NULL THEN session_id END AS session_id,
+    NULL::timestamptz AS moved_at
+  FROM bought WHERE claimed_by_user_at IS NULL
+  UNION ALL
+  SELECT order_id, paid_at, product_id, market_place_id, quantity, NULL, session_id,
+    claimed_by_user_at
+  FROM bought WHERE claimed_by_user_at IS NOT NULL AND merged_quantity IS NULL
+  UNION ALL
+  SELECT order_id, paid_at, product_id, market_place_id, merged_quantity, user_id, NULL, NULL
+  FROM bought WHERE merged_quantity > 0
+  UNION ALL
+  SELECT order_id, paid_at, product_id, market_place_id, quantity - merged_quantity, NULL,
+    session_id, NULL
+  FROM bought WHERE quantity > merged_quantity
+)
+SELECT b.order_id, b.product_id, b.bought, b.user_id, c.id AS line_id,
+  c.quantity AS in_cart, c.deleted_at IS NOT NULL AS moved
+FROM bought_from b JOIN cart_items c ON c.product_id = b.product_id
+  AND c.market_place_id = b.market_place_id
+  AND (c.deleted_at IS NULL OR c.deleted_at = b.moved_at)
+  AND ((b.user_id IS NOT NULL AND c.user_id = b.user_id)
+    OR (b.user_id IS NULL AND c.user_id IS NULL AND c.session_id = b.session_id))
+WHERE c.updated_at < b.paid_at
+ORDER BY b.order_id, c.id
+"""
+
+
 async def no_line_bought_and_still_in_cart(db: asyncpg.Connection) -> Invariant:
-    """A paid order took its lines out of the cart: no live line of the same product for
-    the same owner is older than the payment (one touched since is a new choice)."""
+    """A paid order took its lines out of the cart it was bought from: no line of the same
+    product there, untouched since the payment, is still in that cart (or stayed in it
+    until a sign-in moved it). One touched since is a new choice."""
     result = Invariant("no cart line both bought and still in the cart")
     result.checked = await db.fetchval(
         "SELECT count(*) FROM order_items i JOIN orders o ON o.id = i.order_id "
         "WHERE o.paid_attempt_id IS NOT NULL"
     )
-    rows = await db.fetch(
-        "SELECT o.id AS order_id, i.product_id, i.quantity AS bought, c.id AS line_id, "
-        "  c.quantity AS in_cart "
-        "FROM orders o JOIN order_items i ON i.order_id = o.id "
-        "JOIN cart_items c ON c.product_id = i.product_id "
-        "  AND c.market_place_id = i.market_place_id AND c.deleted_at IS NULL "
-        "  AND ((o.user_id IS NOT NULL AND c.user_id = o.user_id) "
-        "    OR (o.user_id IS NULL AND c.session_id = o.session_id)) "
-        "WHERE o.paid_attempt_id IS NOT NULL AND c.updated_at < o.paid_at"
-    )
+    rows = await db.fetch(LEFT_IN_CART)
     for row in rows:
+        cart = "the user's cart" if row["user_id"] is not None else "the anonymous cart"
+        where = "until a sign-in moved it" if row["moved"] else "untouched since"
         result.violations.append(
-            f"order {row['order_id']} bought {row['bought']} × product {row['product_id']}, "
-            f"cart line {row['line_id']} still holds {row['in_cart']} untouched since"
+            f"order {row['order_id']} bought {row['bought']} × product {row['product_id']} "
+            f"from {cart}, cart line {row['line_id']} still holds {row['in_cart']} {where}"
         )
     return result
 

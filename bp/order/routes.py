@@ -31,7 +31,7 @@ async def detail(order_id: int) -> str:
     db = db_session()
     order = await get_order_for_owner(db, current_identity(), order_id)
     entries = await get_entries_for_order(db, order_id=order.id)
-    history = await get_order_history(db, order.id)
+    history = await get_order_history(db, order)
     refunds = await refunds_of_order(db, order.id)
     return await render_template(
         "order/detail.html",

@@ -10,11 +10,15 @@ from typing import Any
 import asyncpg
 from quart import Quart
 from quart.typing import TestClientProtocol as Client
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
+from models import Order
 from sandbox.embedded import asyncpg_dsn
-from tests.factories import make_product, make_shop
-from tests.shopper import add
+from soak.invariants import no_line_bought_and_still_in_cart
+from tests.factories import make_line, make_product, make_shop, make_user
+from tests.orders.factories import checkout_id
+from tests.shopper import add, login, post_form
 
 
 async def _terminate_backends(database_url: str) -> int:
@@ -51,3 +55,106 @@ async def test_cart_page_after_postgres_drops_connections_is_not_a_500(
     # A read is retried on a fresh connection (200), or at worst refused with 503.
     assert all(status in (200, 503) for status in statuses), statuses
     assert statuses[-1] == 200, statuses
+
+
+async def _soak_invariant(database_url: str, check: Any) -> Any:
+    """Run one of the soak's end-of-run checks on the test database."""
+    from sqlalchemy.engine import make_url
+
+    connection = await asyncpg.connect(
+        **asyncpg_dsn(database_url, make_url(database_url).database or "")
+    )
+    try:
+        return await check(connection)
+    finally:
+        await connection.close()
+
+
+async def test_an_order_paid_before_sign_in_is_not_taken_for_a_line_left_in_the_cart(
+    client: Client, db: AsyncSession, settings: Any, sandbox_control: Any
+) -> None:
+    """Soak 2026-12-02: orders 432 and 509 "bought product 3, line 1030 still holds 6".
+
+    The shopper signed out, bought as an anonymous session (clearing that session's
+    line), then signed in: the merge handed the paid orders to the user, whose older
+    line of the same product was never part of them. Nothing was wrong with the cart;
+    the check read the order's owner now, not the cart it bought from.
+    """
+    await sandbox_control.reset()
+    user = await make_user(db, "ada@example.coop")
+    _, market = await make_shop(db)
+    product = await make_product(db, market)
+    await make_line(db, product, quantity=6, user_id=user.id)
+    await add(client, product.id, 1)
+    assert (await post_form(client, "/cart/checkout/")).status_code == 303
+    order = await db.scalar(select(Order))
+    assert order is not None
+    await sandbox_control.pay(await checkout_id(db, order))
+    await login(client, user.email)
+    assert (await client.get("/cart/")).status_code == 200
+    owner = await db.scalar(
+        select(Order.user_id).where(Order.id == order.id).execution_options(populate_existing=True)
+    )
+    assert owner == user.id  # the merge claimed the paid order
+
+    result = await _soak_invariant(settings.database_url, no_line_bought_and_still_in_cart)
+
+    assert result.checked == 1
+    assert result.violations == []
+
+
+async def test_the_cart_line_check_passes_a_claimed_unpaid_order_that_left_the_users_own_line(
+    client: Client, db: AsyncSession, settings: Any, sandbox_control: Any
+) -> None:
+    """Claimed unpaid and paid after: the user's own line (that the merge did not add
+    to) stays in the cart untouched, and that is right."""
+    await sandbox_control.reset()
+    user = await make_user(db, "ada@example.coop")
+    _, market = await make_shop(db)
+    product = await make_product(db, market)
+    await make_line(db, product, quantity=3, user_id=user.id)
+    await add(client, product.id, 2)
+    assert (await post_form(client, "/cart/checkout/")).status_code == 303
+    order = await db.scalar(select(Order))
+    assert order is not None
+    await post_form(client, f"/cart/remove/{product.id}/")
+    await login(client, user.email)
+    assert (await client.get("/cart/")).status_code == 200
+    await sandbox_control.pay(await checkout_id(db, order))
+
+    result = await _soak_invariant(settings.database_url, no_line_bought_and_still_in_cart)
+
+    assert (result.checked, result.violations) == (1, [])
+
+
+async def test_the_cart_line_check_still_finds_a_line_a_payment_left_before_a_sign_in_moved_it(
+    client: Client, db: AsyncSession, settings: Any, sandbox_control: Any
+) -> None:
+    """The check is exact both ways: a line the payment should have taken out of the
+    anonymous cart, and that the merge then moved to the user, is reported."""
+    await sandbox_control.reset()
+    user = await make_user(db, "ada@example.coop")
+    _, market = await make_shop(db)
+    product = await make_product(db, market)
+    await add(client, product.id, 1)
+    assert (await post_form(client, "/cart/checkout/")).status_code == 303
+    order = await db.scalar(select(Order))
+    assert order is not None
+    await sandbox_control.pay(await checkout_id(db, order))
+    # As if the payment had missed the line: back in the cart, unchanged since before it.
+    await db.execute(
+        text(
+            "UPDATE cart_items SET deleted_at = NULL, "
+            "  updated_at = (SELECT paid_at FROM orders WHERE id = :id) - interval '1 second'"
+        ),
+        {"id": order.id},
+    )
+    await db.commit()
+    await login(client, user.email)
+    assert (await client.get("/cart/")).status_code == 200
+
+    result = await _soak_invariant(settings.database_url, no_line_bought_and_still_in_cart)
+
+    assert len(result.violations) == 1
+    assert "from the anonymous cart" in result.violations[0]
+    assert "until a sign-in moved it" in result.violations[0]

@@ -10,7 +10,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bp.cart.services.calendar_cart import entry_in_cart
 from bp.cart.services.identity import Identity, lock_identity
 from bp.cart.services.update_cart import upsert_line
-from models import CalendarEntry, CartItem, Order, Product
+from models import CalendarEntry, CartItem, Order, OrderItem, Product
+from models.order import UNPAID_STATUSES
 
 
 @dataclass
@@ -54,7 +55,9 @@ async def merge_anonymous_cart(
 
     Both owners are locked (user first, the same order everywhere), and the anonymous
     lines are soft-deleted in the same transaction, so a racing second merge finds
-    nothing left to move.
+    nothing left to move. An unpaid order it claims remembers, item by item, what of
+    it the merge moved into the user's lines (`OrderItem.merged_quantity`): paying it
+    later takes that out, not the user's own quantity.
     """
     user = Identity(user_id=user_id)
     anonymous = Identity(session_id=anonymous_id)
@@ -62,13 +65,16 @@ async def merge_anonymous_cart(
     await lock_identity(session, anonymous)
     report = MergeReport()
     # Orders before cart lines: the order in which payment confirmation locks them too.
-    claimed = await session.execute(
-        update(Order)
-        .where(Order.session_id == anonymous_id, Order.user_id.is_(None))
-        .values(user_id=user_id)
-        .returning(Order.id)
-    )
-    report.orders = len(claimed.all())
+    # An order being paid right now is waited for, and then claimed as paid.
+    claimed = (
+        await session.execute(
+            update(Order)
+            .where(Order.session_id == anonymous_id, Order.user_id.is_(None))
+            .values(user_id=user_id, claimed_by_user_at=func.now())
+            .returning(Order.id, Order.status)
+        )
+    ).all()
+    report.orders = len(claimed)
     currency = await _cart_currency(session, user)
     report.currency = currency
     rows = await session.execute(
@@ -78,32 +84,30 @@ async def merge_anonymous_cart(
         .order_by(CartItem.id)
         .with_for_update(of=CartItem)
     )
+    merged: dict[tuple[int, int], int] = {}
+    moved_lines: list[int] = []
     for line, title, line_currency in rows:
         if currency is not None and line_currency != currency:
             report.kept_apart.append(title)
             continue
-        merged = await upsert_line(
-            session,
-            user,
-            product_id=line.product_id,
-            market_place_id=line.market_place_id,
-            quantity=line.quantity,
-            max_quantity=max_quantity,
-        )
-        if merged is None:
-            await session.execute(
-                update(CartItem)
-                .where(
-                    user.owns(CartItem),
-                    CartItem.product_id == line.product_id,
-                    CartItem.market_place_id == line.market_place_id,
-                    CartItem.deleted_at.is_(None),
-                )
-                .values(quantity=max_quantity, updated_at=func.now())
-            )
+        added = await _merge_line(session, user, line, max_quantity=max_quantity)
+        merged[line.product_id, line.market_place_id] = added
+        if added < line.quantity:
             report.capped.append(title)
         report.lines.append((title, line.quantity))
-        line.deleted_at = func.now()
+        moved_lines.append(line.id)
+    # The anonymous lines leave the cart as they were: `updated_at` stays the shopper's
+    # last change, so a line a payment should have taken out still shows it was not.
+    if moved_lines:
+        await session.execute(
+            update(CartItem)
+            .where(CartItem.id.in_(moved_lines))
+            .values(deleted_at=func.now(), updated_at=CartItem.updated_at)
+            .execution_options(synchronize_session=False)
+        )
+    await _record_merged_quantities(
+        session, [order_id for order_id, status in claimed if status in UNPAID_STATUSES], merged
+    )
     if currency is None and report.lines:
         currency = await _cart_currency(session, user)
     if currency is not None:
@@ -138,6 +142,56 @@ async def merge_anonymous_cart(
     report.entries = [name for name, state in moved if state == "pending"]
     await session.flush()
     return report
+
+
+async def _merge_line(
+    session: AsyncSession, user: Identity, line: CartItem, *, max_quantity: int
+) -> int:
+    """Add an anonymous line to the user's (capped at the maximum); how many it added."""
+    merged = await upsert_line(
+        session,
+        user,
+        product_id=line.product_id,
+        market_place_id=line.market_place_id,
+        quantity=line.quantity,
+        max_quantity=max_quantity,
+    )
+    if merged is not None:
+        return line.quantity
+    same_line = (
+        user.owns(CartItem),
+        CartItem.product_id == line.product_id,
+        CartItem.market_place_id == line.market_place_id,
+        CartItem.deleted_at.is_(None),
+    )
+    had = await session.scalar(select(CartItem.quantity).where(*same_line))
+    await session.execute(
+        update(CartItem).where(*same_line).values(quantity=max_quantity, updated_at=func.now())
+    )
+    return max(0, max_quantity - (had or 0))
+
+
+async def _record_merged_quantities(
+    session: AsyncSession, order_ids: list[int], moved: dict[tuple[int, int], int]
+) -> None:
+    """Note on each item of the claimed unpaid orders how much of it the merge moved into
+    the user's lines, so that paying it later takes out that much and no more.
+
+    Checkout lets one unpaid order at a time hold a line; should two, the newest takes
+    what moved first and they never take out more than moved in together.
+    """
+    if not order_ids:
+        return
+    left = dict(moved)
+    items = await session.scalars(
+        select(OrderItem)
+        .where(OrderItem.order_id.in_(order_ids))
+        .order_by(OrderItem.order_id.desc(), OrderItem.id)
+    )
+    for item in items:
+        key = (item.product_id, item.market_place_id)
+        item.merged_quantity = min(item.quantity, left.get(key, 0))
+        left[key] = left.get(key, 0) - item.merged_quantity
 
 
 async def _cart_currency(session: AsyncSession, owner: Identity) -> str | None:

@@ -187,11 +187,23 @@ def history_label(to_status: str, cause: str) -> str:
     )
 
 
-async def get_order_history(session: AsyncSession, order_id: int) -> list[HistoryItem]:
-    """The order's status changes, oldest first (the state machine records each)."""
+CLAIMED_LABEL = "Moved to your account when you signed in"
+
+
+async def get_order_history(session: AsyncSession, order: Order) -> list[HistoryItem]:
+    """The order's status changes (the state machine records each) and, for an order
+    placed before signing in, when the sign-in moved it to the account; oldest first."""
     rows = await session.execute(
         select(OrderTransition.occurred_at, OrderTransition.to_status, OrderTransition.cause)
-        .where(OrderTransition.order_id == order_id)
+        .where(OrderTransition.order_id == order.id)
         .order_by(OrderTransition.id)
     )
-    return [HistoryItem(at, history_label(status, cause)) for at, status, cause in rows]
+    history = [HistoryItem(at, history_label(status, cause)) for at, status, cause in rows]
+    if order.claimed_by_user_at is not None:
+        claimed = HistoryItem(order.claimed_by_user_at, CLAIMED_LABEL)
+        at = next(
+            (n for n, item in enumerate(history) if item.occurred_at > claimed.occurred_at),
+            len(history),
+        )
+        history.insert(at, claimed)
+    return history
