@@ -20,7 +20,7 @@ from config import ConfigError, Settings, load_settings
 from config.settings import report_config_error
 from services.background import init_background_tasks
 from services.compression import init_compression
-from services.db import init_db
+from services.db import init_db, init_request_commit
 from services.error_pages import init_error_handlers
 from services.formatting import init_formatting
 from services.input_guard import init_input_guard
@@ -126,6 +126,7 @@ def create_app(settings: Settings | None = None, **config: Any) -> Quart:
     init_background_tasks(app)
     init_cart_context(app)
     _register_blueprints(app, settings)
+    init_request_commit(app)  # last registered: its after-request hook runs first
     return app
 
 

@@ -13,7 +13,7 @@ from bp.cart.responses import current_identity, settings
 from bp.cart.services.identity import ANONYMOUS_KEY, pending_merge
 from bp.cart.services.merge_carts import merge_anonymous_cart
 from bp.cart.services.summary import get_cart_summary
-from services.db import db_session
+from services.db import db_session, note_connection_lost
 from services.errors import CartError
 from services.navigation import get_navigation_tree
 from services.rate_limits import enforce
@@ -57,9 +57,10 @@ async def cart_context() -> dict[str, Any]:
             db, current_identity(), default_currency=config.cart.currency
         )
         navigation = await get_navigation_tree(db, blog_url=config.app_urls.get("blog", ""))
-    except (CartError, SQLAlchemyError, ConnectionRefusedError):
+    except (CartError, SQLAlchemyError, ConnectionRefusedError) as error:
         # An error page must still render when the database is the problem.
         log.warning("cart badge or navigation unavailable", exc_info=True)
+        note_connection_lost(error)
         return {"cart_badge": None, "navigation": []}
     return {"cart_badge": badge, "navigation": navigation}
 

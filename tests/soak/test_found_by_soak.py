@@ -5,9 +5,11 @@ Each was a strict xfail until its fix landed; they pass now and guard the fix.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import asyncpg
+import pytest
 from quart import Quart
 from quart.typing import TestClientProtocol as Client
 from sqlalchemy import select, text
@@ -17,7 +19,7 @@ from models import Order
 from sandbox.embedded import asyncpg_dsn
 from soak.invariants import no_line_bought_and_still_in_cart
 from tests.factories import make_line, make_product, make_shop, make_user
-from tests.orders.factories import checkout_id
+from tests.orders.factories import checkout_id, place_order
 from tests.shopper import add, login, post_form
 
 
@@ -158,3 +160,87 @@ async def test_the_cart_line_check_still_finds_a_line_a_payment_left_before_a_si
     assert len(result.violations) == 1
     assert "from the anonymous cart" in result.violations[0]
     assert "until a sign-in moved it" in result.violations[0]
+
+
+@pytest.mark.parametrize("settle", [0.2, 0.0], ids=["closed", "closing"])
+async def test_a_write_whose_commit_finds_the_connection_gone_is_a_503_not_a_500(
+    app: Quart, client: Client, db: AsyncSession, settings: Any, settle: float
+) -> None:
+    """Soak 2026-12-03: three 500s (`POST /cart/add/…`, `POST /cart/checkout/`, `GET
+    /orders/…`) while PostgreSQL connections were terminated. The handler had answered;
+    the request's own COMMIT then met the dead connection, and that error escaped the
+    error handlers. Here the backend is ended between the answer and the commit, and the
+    commit runs once the connection is closed, or while asyncpg is still finding out."""
+    from quart import g, request
+
+    _, market = await make_shop(db)
+    product = await make_product(db, market)
+    assert (await add(client, product.id, 1)).status_code == 303
+
+    async def end_the_requests_connection(response: Any) -> Any:
+        session = g.get("db")
+        if session is not None and request.method == "POST" and response.status_code < 400:
+            pid = (await session.execute(text("SELECT pg_backend_pid()"))).scalar_one()
+            async with db.bind.connect() as other:  # type: ignore[union-attr]
+                await other.execute(text(f"SELECT pg_terminate_backend({int(pid)})"))
+            await asyncio.sleep(settle)
+        return response
+
+    # After-request hooks run last-registered first: this one before the commit.
+    hooks = app.after_request_funcs.setdefault(None, [])
+    hooks.append(end_the_requests_connection)
+    try:
+        response = await add(client, product.id, 2)
+    finally:
+        hooks.remove(end_the_requests_connection)
+        await app.extensions["db_engine"].dispose()
+
+    assert response.status_code == 503, await response.get_data(as_text=True)
+    assert response.headers["Retry-After"]
+    assert "Content-Security-Policy" in response.headers
+    page = await response.get_data(as_text=True)
+    assert "try again" in page.lower()
+    assert "in your cart" not in page  # the change that did not commit is not announced
+    # The change did not land, and the next request works on a fresh connection.
+    await db.rollback()
+    quantity = await db.scalar(
+        text("SELECT sum(quantity) FROM cart_items WHERE deleted_at IS NULL")
+    )
+    assert quantity == 1
+    follow = await client.get("/cart/")
+    assert follow.status_code == 200
+    assert "in your cart" not in await follow.get_data(as_text=True)
+
+
+async def test_a_page_whose_badge_lost_the_connection_is_a_503_not_a_500(
+    app: Quart, client: Client, db: AsyncSession, sandbox_control: Any
+) -> None:
+    """Soak 2026-12-03: the badge's context processor carries on without a badge when
+    the database is the problem, but the request's transaction was gone with the
+    connection, and the commit after it failed (`PendingRollbackError`) as a 500. Here
+    the return page's connection is ended just before the badge's query."""
+    from quart import g
+
+    await sandbox_control.reset()
+    placed = await place_order(client, db)
+
+    async def end_the_requests_connection() -> dict[str, Any]:
+        session = g.get("db")
+        if session is not None:
+            pid = (await session.execute(text("SELECT pg_backend_pid()"))).scalar_one()
+            async with db.bind.connect() as other:  # type: ignore[union-attr]
+                await other.execute(text(f"SELECT pg_terminate_backend({int(pid)})"))
+            await asyncio.sleep(0.2)
+        return {}
+
+    processors = app.template_context_processors.setdefault(None, [])
+    processors.insert(0, end_the_requests_connection)  # before the badge's
+    try:
+        response = await client.get(f"/cart/checkout/return/{placed.order.id}/")
+    finally:
+        processors.remove(end_the_requests_connection)
+        await app.extensions["db_engine"].dispose()
+
+    assert response.status_code == 503, await response.get_data(as_text=True)
+    assert "try again" in (await response.get_data(as_text=True)).lower()
+    assert (await client.get(f"/cart/checkout/return/{placed.order.id}/")).status_code == 200
