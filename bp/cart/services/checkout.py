@@ -15,7 +15,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 
 from sqlalchemy import or_, select
@@ -132,10 +132,14 @@ async def create_order_from_cart(
             .join(CheckoutKey, CheckoutKey.order_id == Order.id)
             .where(CheckoutKey.key == request.idempotency_key)
         )
-        if existing is not None:
-            if not _owned_by(existing, identity):
-                raise CheckoutError("This checkout form is not yours; please reload your cart.")
+        if existing is not None and not _owned_by(existing, identity):
+            raise CheckoutError("This checkout form is not yours; please reload your cart.")
+        if existing is not None and existing.page_post_id == page_id:
             return CheckoutResult(await load_order(session, existing.id))
+        if existing is not None:
+            # One cart form carries the whole cart's and each page's checkout button, with
+            # one key: it names the checkout it first made, never another part's.
+            request = replace(request, idempotency_key=None)
 
     unpaid = await _unpaid_orders(session, identity, page_id)
     lines = await get_cart_lines(session, identity, page_id=page_id, for_update=True)
