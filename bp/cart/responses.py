@@ -156,16 +156,19 @@ async def cart_updated(changes: list[LineChange], page: PageRef | None, path: st
     )
     group = next((g for g in view.groups if page is None or g.page.id == page.id), None)
     if group is None:
-        then = f"Nothing from {page.title} is left in it." if page else "It is empty now."
+        then = f"Nothing from {page.title} is in it now." if page else "It is empty now."
     elif page is None:
         then = f"Your new total is {format_money(view.total, view.currency)}"
     else:
         then = f"Your new total for {page.title} is {format_money(group.subtotal, group.currency)}"
-    if group is not None:
-        button = f"Pay for {page.title} only" if page and len(view.groups) > 1 else "Checkout"
-        then += f" — check it and press {button}."
-    await flash_beside(CART_UPDATED, f"We updated your cart: {what}. {then}", "info")
-    response: WerkzeugResponse = redirect(f"{path}#{CART_UPDATED}", 303)
+    anchor = CART_UPDATED
+    if group is not None and page is not None and len(view.groups) > 1:
+        anchor = f"{CART_UPDATED}-{page.slug}"  # beside the page's own button, which it names
+        then += f" — check it and press Pay for {page.title} only."
+    elif group is not None:
+        then += " — check it and press Checkout."
+    await flash_beside(anchor, f"We updated your cart: {what}. {then}", "info")
+    response: WerkzeugResponse = redirect(f"{path}#{anchor}", 303)
     return response
 
 

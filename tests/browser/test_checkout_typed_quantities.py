@@ -86,13 +86,14 @@ async def test_paying_one_page_without_js_saves_quantities_typed_anywhere_in_the
     farm = page_group(page, "Hill Farm Shop")
     await farm.get_by_role("button", name="Pay for Hill Farm Shop only").click()
 
-    await expect(page).to_have_url(CART_UPDATED)
-    told = messages(page).filter(has_text="We updated your cart")
+    await expect(page).to_have_url(re.compile(r"/cart/#cart-updated-hill-farm$"))
+    told = farm.get_by_test_id("checkout-message")  # beside the button it names
     await expect(told).to_have_text(
         f"We updated your cart: 3 × {EGGS}, 2 × {JAM}. "
         "Your new total for Hill Farm Shop is £9.60 — check it and press "
         "Pay for Hill Farm Shop only."
     )
+    await expect(told).to_be_focused()
     await expect(page.get_by_test_id("grand-total")).to_have_text("£18.60")
     await expect_badge(page, 5)
     await shopper.audit("cart updated by a page's checkout")

@@ -160,6 +160,22 @@ async def test_a_page_button_saves_quantities_typed_on_every_page_and_names_the_
     )
 
 
+async def test_a_page_buttons_message_stands_beside_that_button_while_other_pages_remain(
+    client: Client, db: AsyncSession
+) -> None:
+    eggs, honey = await two_page_cart(client, db)
+    _, fields = await cart_form(client)
+
+    response = await send(client, "/cart/farm/checkout/", typed(fields, eggs, 3), page_total="9.00")
+
+    assert response.headers["Location"] == "/cart/#cart-updated-farm"
+    html = await page_text(await client.get("/cart/"))
+    beside = note(html, "cart-updated-farm")
+    assert "Your new total for Farm is £13.50 — check it and press Pay for Farm only." in beside
+    assert html.index('id="cart-updated-farm"') < html.index('id="checkout-farm"')
+    assert await quantities(db) == {eggs.id: 3, honey.id: 1}
+
+
 async def test_a_page_button_pays_the_pages_subtotal_it_carries(
     client: Client, db: AsyncSession, sumup_sandbox: Any
 ) -> None:
@@ -210,6 +226,20 @@ async def test_a_page_carts_checkout_comes_back_to_the_page_cart(
     html = await page_text(await client.get("/cart/farm/"))
     assert "Your new total for Farm is £18.00 — check it and press Checkout." in html
     assert await quantities(db) == {eggs.id: 4, honey.id: 1}
+
+
+async def test_a_checkout_that_takes_everything_out_says_nothing_is_left_to_pay(
+    client: Client, db: AsyncSession
+) -> None:
+    eggs, honey = await two_page_cart(client, db)
+    action, fields = await cart_form(client, "/cart/farm/")
+
+    response = await send(client, action, typed(fields, eggs, 0))
+
+    assert response.headers["Location"] == "/cart/farm/#cart-updated"
+    html = await page_text(await client.get("/cart/farm/"))
+    assert "We updated your cart: Eggs taken out. Nothing from Farm is in it now." in html
+    assert await quantities(db) == {honey.id: 1} and await order_count(db) == 0
 
 
 async def test_a_refused_quantity_is_answered_beside_its_line_and_nothing_is_saved(
