@@ -31,7 +31,7 @@ from bp.cart.services.total import sum_amounts
 from config import Settings
 from models import CheckoutKey, Order, OrderItem
 from services.errors import CartError, CheckoutError
-from services.events import money_string
+from services.formatting import format_money
 from services.metrics import ORDERS_CREATED
 from services.order_lifecycle import claim_entries_for_order
 from services.sumup import account_for_pages
@@ -222,7 +222,7 @@ def _check_shown_total(request: CheckoutRequest, amount: Decimal, currency: str)
     if request.shown_total is not None and request.shown_total != amount:
         raise CheckoutError(
             f"Your cart changed since the page was shown: it now comes to "
-            f"{money_string(amount)} {currency}. Please check your cart and pay again."
+            f"{format_money(amount, currency)}. Please check your cart and pay again."
         )
 
 
