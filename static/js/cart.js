@@ -90,6 +90,16 @@
     if (!pendingCheckout || (!force && (inFlight > 0 || dirtyQuantities().length))) {
       return;
     }
+    if (!force && document.querySelector('#cart [data-message="error"]')) {
+      // A quantity was refused: the shopper reads why beside its line and checks the
+      // cart before paying, as without JavaScript.
+      pendingCheckout = null;
+      var note = document.getElementById("checkout-pending");
+      if (note) {
+        note.hidden = true;
+      }
+      return;
+    }
     var button = document.getElementById(pendingCheckout);
     pendingCheckout = null;
     if (button && button.form) {

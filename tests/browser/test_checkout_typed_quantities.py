@@ -15,8 +15,11 @@ from typing import Any
 
 import pytest
 from playwright.async_api import Page, expect
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from tests.browser.conftest import Device, ShopperFactory
+from models import Order
+from tests.browser.conftest import Device, Shopper, ShopperFactory
 from tests.browser.shop import (
     add_to_cart,
     cart_line,
@@ -150,3 +153,25 @@ async def test_update_without_js_saves_every_typed_quantity(
     await expect(messages(page).filter(has_text=f"{EGGS}: 1 in your cart.")).to_be_visible()
     await expect(page).to_have_url(re.compile(r"/cart/#line-\d+$"))  # not SumUp's page
     await expect_badge(page, 3)
+
+
+async def test_a_refused_typed_quantity_stops_checkout_and_is_answered_beside_its_line(
+    shopper: Shopper, demo_shop: None, db: AsyncSession
+) -> None:
+    page = shopper.page
+    await page.goto("/dev/shop")
+    await add_to_cart(page, EGGS, quantity=2)
+    await open_cart(page)
+    box = cart_line(page, EGGS).get_by_role("spinbutton")
+    await box.evaluate("input => input.removeAttribute('max')")  # past what the browser checks
+    await box.fill("150")
+    await page.get_by_role("button", name="Checkout", exact=True).click()
+
+    refusal = messages(page).filter(has_text="You can have at most 99")
+    await expect(refusal).to_be_visible()
+    await expect(page).to_have_url(re.compile(r"/cart/(#line-\d+)?$"))  # not SumUp's page
+    await expect(cart_line(page, EGGS).get_by_role("spinbutton")).to_have_value("2")
+    await expect(page.get_by_role("button", name="Make it 99")).to_be_visible()
+    await expect(page.get_by_test_id("grand-total")).to_have_text("£6.40")
+    assert list(await db.scalars(select(Order.id))) == []
+    await shopper.audit("checkout stopped by a refused quantity")
