@@ -42,3 +42,20 @@ class PaymentProviderError(ServiceError):
 
     status_code = 502
     title = "The payment provider did not answer"
+
+
+class LineQuantityError(CartError):
+    """A quantity typed for one cart line that the cart cannot take; answered beside it."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        product_id: int,
+        offer_set: int | None = None,
+        status_code: int | None = None,
+    ) -> None:
+        super().__init__(message, status_code=status_code)
+        self.product_id = product_id
+        # What the shopper can have instead (the line's maximum), offered as a button.
+        self.offer_set = offer_set

@@ -6,11 +6,14 @@ import re
 from decimal import Decimal
 from typing import Any
 
+from werkzeug.datastructures import MultiDict
 from wtforms import Form, IntegerField, StringField
 from wtforms.validators import Length, NumberRange, Optional
 
+from bp.cart.services.update_cart import TypedQuantity
 from services.csrf import CsrfForm
-from services.errors import CartError
+from services.errors import CartError, LineQuantityError
+from services.input_guard import UnreadableForm
 
 ASCII_INTEGER = re.compile(r"\s*[-+]?[0-9]{1,18}\s*")
 
@@ -77,13 +80,56 @@ class CheckoutForm(CsrfForm):
     idempotency_key = StringField(validators=[Optional(), Length(min=8, max=64)])
     # The total the cart page showed next to this button: checkout charges only that.
     shown_total = StringField(validators=[Optional(), Length(max=20)])
+    # A page's subtotal, sent by that page's own "Pay for … only" button of the cart form.
+    page_total = StringField(validators=[Optional(), Length(max=20)])
+    # The cart page the form is on: where to come back to when typed quantities changed it.
+    next = StringField(validators=[Optional(), Length(max=2048)])
 
 
-def shown_total(form: CheckoutForm) -> Decimal | None:
-    """The total the shopper saw, when the form carries one (`12.50`)."""
-    value = (form.shown_total.data or "").strip()
+class QuantitiesForm(CsrfForm):
+    """The cart form sent by an Update button: every line's quantity box."""
+
+    next = StringField(validators=[Optional(), Length(max=2048)])
+    # The product whose Update button was pressed (none for Enter in a box).
+    update = AsciiIntegerField(validators=[Optional()], default=None)
+
+
+def shown_total(form: CheckoutForm, *, for_page: bool = False) -> Decimal | None:
+    """The total the shopper saw beside the button they pressed, when the form carries
+    one (`12.50`): a page's own button carries that page's subtotal."""
+    value = ((form.page_total.data if for_page else None) or form.shown_total.data or "").strip()
     if not value:
         return None
     if not re.fullmatch(r"[0-9]{1,10}(\.[0-9]{1,2})?", value, flags=re.ASCII):
         raise CartError("The cart total in the form is not a sum of money; please reload.")
     return Decimal(value).quantize(Decimal("0.01"))
+
+
+# A line of the cart form: `<product id>:<market place id>:<quantity the page showed>`.
+LINE_KEY = re.compile(r"([0-9]{1,10}):([0-9]{1,10}):([0-9]{1,10})", flags=re.ASCII)
+MAX_FORM_LINES = 500
+
+
+def typed_quantities(posted: MultiDict[str, str], *, max_quantity: int) -> list[TypedQuantity]:
+    """The cart form's quantity boxes, each with the line it belongs to (none from a form
+    that has no boxes). A box that is empty or below 0 is refused beside its line; a
+    form no page of ours sends (unpaired or unreadable fields) is refused whole."""
+    keys, values = posted.getlist("line"), posted.getlist("quantity")
+    if len(keys) != len(values) or len(keys) > MAX_FORM_LINES:
+        raise UnreadableForm("The form does not match any form of this shop.")
+    typed = []
+    for key, value in zip(keys, values, strict=True):
+        line = LINE_KEY.fullmatch(key)
+        if line is None:
+            raise UnreadableForm("The form does not match any form of this shop.")
+        product_id, market_place_id, shown = (int(part) for part in line.groups())
+        text = value.strip()
+        if text and not ASCII_INTEGER.fullmatch(text):
+            raise UnreadableForm("Quantities must be whole numbers written in digits 0 to 9.")
+        if not text or int(text) < 0:
+            raise LineQuantityError(
+                f"Quantity must be a whole number from 0 to {max_quantity}.",
+                product_id=product_id,
+            )
+        typed.append(TypedQuantity(product_id, market_place_id, shown, int(text)))
+    return typed

@@ -10,23 +10,31 @@ from sumup.events import EventSignatureError, verify_event_signature
 from bp.cart.forms import (
     AddForm,
     PlainForm,
+    QuantitiesForm,
     RemoveForm,
     UpdateForm,
     quantity_of,
     raise_for_errors,
+    typed_quantities,
 )
-from bp.cart.line_answers import init_line_answers, line_answer
+from bp.cart.line_answers import init_line_answers, line_answer, quantities_answer
 from bp.cart.responses import (
     check_payment,
     checkout_and_pay,
     current_identity,
+    current_identity_or_empty,
     settings,
     writing_identity,
 )
 from bp.cart.services.calendar_cart import remove_entry_from_cart
 from bp.cart.services.check_sumup_status import order_id_for_checkout
 from bp.cart.services.order_queries import get_order_for_owner, order_booking_rows
-from bp.cart.services.update_cart import add_to_cart, remove_from_cart, set_quantity
+from bp.cart.services.update_cart import (
+    add_to_cart,
+    remove_from_cart,
+    set_quantity,
+    set_typed_quantities,
+)
 from bp.cart.services.webhook_tokens import webhook_token_is_valid
 from services.csrf import bind_form
 from services.db import db_session
@@ -79,6 +87,22 @@ async def update(product_id: int) -> Any:
         else f"{change.title} was taken out of your cart."
     )
     return await line_answer(message, form.next.data)
+
+
+@bp.post("/update/")
+@rate_limited("write")
+async def update_quantities() -> Any:
+    """Save every quantity typed into the cart form (its Update buttons, or Enter in a box)."""
+    form = await bind_form(QuantitiesForm)
+    limit = settings().cart.max_quantity_per_line
+    raise_for_errors(form, max_quantity=limit)
+    changes = await set_typed_quantities(
+        db_session(),
+        current_identity_or_empty(),
+        typed=typed_quantities(await request.form, max_quantity=limit),
+        max_quantity=limit,
+    )
+    return await quantities_answer(changes, form.update.data, form.next.data)
 
 
 @bp.post("/remove/<id:product_id>/")

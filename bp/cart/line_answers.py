@@ -17,10 +17,10 @@ from werkzeug.wrappers import Response as WerkzeugResponse
 from bp.cart.forms import ASCII_INTEGER
 from bp.cart.responses import after_write, current_identity, settings, site_origins
 from bp.cart.services.get_cart import get_cart_lines
-from bp.cart.services.update_cart import fits_sql_integer
+from bp.cart.services.update_cart import LineChange, fits_sql_integer
 from services.db import db_session
 from services.error_pages import error_response, wants_json
-from services.errors import CartError, NotFoundError, ServiceError
+from services.errors import CartError, LineQuantityError, NotFoundError, ServiceError
 from services.page_messages import flash_beside
 from services.redirects import safe_next
 
@@ -56,6 +56,31 @@ async def line_answer(message: str, next_url: str | None) -> Any:
         return await after_write(message, next_url)
     anchor = line_anchor()
     await flash_beside(anchor, message, "success")
+    return back_to(next_url, anchor)
+
+
+def line_change_message(change: LineChange) -> str:
+    """What a line change did, in the words of the line forms' answers."""
+    if change.quantity:
+        return f"{change.title}: {change.quantity} in your cart."
+    return f"{change.title} was taken out of your cart."
+
+
+async def quantities_answer(
+    changes: list[LineChange], pressed: int | None, next_url: str | None
+) -> Any:
+    """After the cart form's Update: each change told beside its line, and 303 to the first
+    (or to the line whose button was pressed when nothing changed)."""
+    if wants_json():
+        text = " ".join(line_change_message(change) for change in changes)
+        return await after_write(text or "Nothing to update.", next_url)
+    for change in changes:
+        await flash_beside(f"line-{change.product_id}", line_change_message(change), "success")
+    changed = [change.product_id for change in changes]
+    first = pressed if pressed in changed or not changed else changed[0]
+    anchor = f"line-{first}" if first is not None else None
+    if not changes:
+        await flash_beside(anchor, "Nothing to update: the quantities are as they were.", "info")
     return back_to(next_url, anchor)
 
 
@@ -116,7 +141,24 @@ async def answer_line_error(error: ServiceError) -> Any:
     return back_to(form.get("next"), anchor)
 
 
+async def answer_line_quantity_error(error: LineQuantityError) -> Any:
+    """A typed quantity the cart refused (from the cart form: Update or a checkout button),
+    said beside its line with what is possible; nothing was changed."""
+    if wants_json():
+        return await error_response(error.status_code, error.title, error.message)
+    await db_session().rollback()  # the quantities typed beside it are not saved either
+    anchor = f"line-{error.product_id}"
+    await flash_beside(anchor, error.message, "error", offer_set=error.offer_set)
+    return back_to((await request.form).get("next"), anchor)
+
+
+def init_quantity_answers(bp: Blueprint) -> None:
+    """Quantities of the cart form that `bp`'s routes refuse answer beside their line."""
+    bp.register_error_handler(LineQuantityError, answer_line_quantity_error)
+
+
 def init_line_answers(bp: Blueprint) -> None:
     """Refused line changes of `bp` answer beside the line (CartError, NotFoundError)."""
     bp.register_error_handler(CartError, answer_line_error)
     bp.register_error_handler(NotFoundError, answer_line_error)
+    init_quantity_answers(bp)

@@ -6,6 +6,7 @@ from typing import Any
 
 from quart import Blueprint, render_template
 
+from bp.cart.line_answers import init_quantity_answers
 from bp.cart.responses import checkout_and_pay, current_identity, settings
 from bp.cart.services.page_cart import get_cart_view, get_page
 from services.db import db_session, read_only
@@ -13,6 +14,7 @@ from services.page_merchants import pages_paid_directly
 from services.rate_limits import rate_limited
 
 bp = Blueprint("cart_page", __name__, url_prefix="/cart")
+init_quantity_answers(bp)  # a refused quantity typed before "Checkout" answers beside its line
 
 
 @bp.get("/<page_slug>/")

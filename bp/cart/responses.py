@@ -8,22 +8,29 @@ from typing import Any
 from quart import current_app, flash, redirect, render_template, request, session, url_for
 from werkzeug.wrappers import Response as WerkzeugResponse
 
-from bp.cart.forms import CheckoutForm, raise_for_errors, shown_total
+from bp.cart.forms import CheckoutForm, raise_for_errors, shown_total, typed_quantities
 from bp.cart.services.check_sumup_status import check_sumup_status
 from bp.cart.services.checkout import CheckoutRequest, create_order_from_cart
 from bp.cart.services.checkout_attempts import CheckoutContext, retire_open_attempts
 from bp.cart.services.get_cart import PageRef
 from bp.cart.services.hosted_checkout import start_hosted_checkout
 from bp.cart.services.identity import Identity, ensure_identity, identity_from_session
+from bp.cart.services.page_cart import get_cart_view
 from bp.cart.services.refunds import settle_pending_refunds
 from bp.cart.services.summary import get_cart_summary
+from bp.cart.services.update_cart import LineChange, set_typed_quantities
 from config import Settings
 from models import Order
 from services.csrf import bind_form
 from services.db import db_session
 from services.error_pages import wants_json
 from services.errors import PaymentProviderError
+from services.formatting import format_money
+from services.page_messages import flash_beside
 from services.redirects import safe_next
+
+# Where a cart page shows what its checkout changed before going on: beside the total.
+CART_UPDATED = "cart-updated"
 
 
 def settings() -> Settings:
@@ -122,18 +129,69 @@ async def go_to_payment(order_id: int, *, reuse_open: bool = True) -> Any:
     return redirect(hosted.url, 303)
 
 
+def cart_page_path(next_url: str | None, page: PageRef | None) -> str:
+    """The path of the cart page a cart form came from (`next`), else the scope's own."""
+    target = safe_next(next_url, allowed_origins=site_origins()) or ""
+    if target.startswith("/"):
+        return target.split("#", 1)[0].split("?", 1)[0]
+    if page is not None:
+        return str(url_for("cart_page.page_cart", page_slug=page.slug))
+    return str(url_for("cart_overview.overview"))
+
+
+async def cart_updated(changes: list[LineChange], page: PageRef | None, path: str) -> Any:
+    """Checkout saved typed quantities instead of paying: back to the cart page, which
+    says what changed and the total the shopper would now pay (PRG)."""
+    config = settings()
+    on_page_cart = page is not None and path == url_for("cart_page.page_cart", page_slug=page.slug)
+    view = await get_cart_view(
+        db_session(),
+        current_identity(),
+        default_currency=config.cart.currency,
+        page=page if on_page_cart else None,
+    )
+    what = ", ".join(
+        f"{change.quantity} × {change.title}" if change.quantity else f"{change.title} taken out"
+        for change in changes
+    )
+    group = next((g for g in view.groups if page is None or g.page.id == page.id), None)
+    if group is None:
+        then = f"Nothing from {page.title} is in it now." if page else "It is empty now."
+    elif page is None:
+        then = f"Your new total is {format_money(view.total, view.currency)}"
+    else:
+        then = f"Your new total for {page.title} is {format_money(group.subtotal, group.currency)}"
+    anchor = CART_UPDATED
+    if group is not None and page is not None and len(view.groups) > 1:
+        anchor = f"{CART_UPDATED}-{page.slug}"  # beside the page's own button, which it names
+        then += f" — check it and press Pay for {page.title} only."
+    elif group is not None:
+        then += " — check it and press Checkout."
+    await flash_beside(anchor, f"We updated your cart: {what}. {then}", "info")
+    response: WerkzeugResponse = redirect(f"{path}#{anchor}", 303)
+    return response
+
+
 async def checkout_and_pay(page: PageRef | None) -> Any:
-    """The checkout form's answer: an order from the cart (or one page), then SumUp."""
+    """The checkout form's answer: quantities typed on the cart page are saved first, and
+    if they changed the cart the shopper sees it again before paying; else an order from
+    the cart (or one page), then SumUp."""
     form = await bind_form(CheckoutForm)
-    raise_for_errors(form, max_quantity=settings().cart.max_quantity_per_line)
+    max_quantity = settings().cart.max_quantity_per_line
+    raise_for_errors(form, max_quantity=max_quantity)
+    typed = typed_quantities(await request.form, max_quantity=max_quantity)
     db = db_session()
+    identity = current_identity_or_empty()
+    changes = await set_typed_quantities(db, identity, typed=typed, max_quantity=max_quantity)
+    if changes:
+        return await cart_updated(changes, page, cart_page_path(form.next.data, page))
     result = await create_order_from_cart(
         db,
         CheckoutRequest(
-            current_identity_or_empty(),
+            identity,
             page,
             form.idempotency_key.data or None,
-            shown_total=shown_total(form),
+            shown_total=shown_total(form, for_page=page is not None),
         ),
         settings=settings(),
     )

@@ -2,7 +2,9 @@
  *
  * - in-place changes are announced through the page's live regions, and the focus
  *   goes to the message when the button that had it was swapped away;
- * - Checkout first saves quantities typed but not yet saved;
+ * - Checkout first saves quantities typed but not yet saved (in place, so the shopper
+ *   goes on to pay at once; without JavaScript the server saves them and shows the cart
+ *   again), and Update or Enter in a quantity box saves in place too;
  * - a change htmx cannot show (an error answer) falls back to a plain form post;
  * - the return page announces the payment's outcome when its polling sees it.
  */
@@ -14,6 +16,7 @@
   var inFlight = 0;
   var pendingCheckout = null; // id of the checkout button pressed while changes were saving
   var handled = null; // the last request whose swap was dealt with
+  var sendAsIs = false; // the cart form is being sent natively, on purpose
 
   function announce(text, urgent) {
     var region = document.getElementById(urgent ? "live-alert" : "live-status");
@@ -63,45 +66,81 @@
     });
   }
 
-  function resumeCheckout() {
-    if (!pendingCheckout || inFlight > 0 || dirtyQuantities().length) {
+  // A box belongs to the cart form (form="cart-form"); its line's own form saves it alone.
+  function saveQuantities(inputs) {
+    inputs.forEach(function (input) {
+      var lineForm = input.closest("form");
+      if (lineForm) {
+        window.htmx.trigger(lineForm, "submit");
+      }
+    });
+  }
+
+  // Send the cart form natively with this button, past the handler below.
+  function sendCartForm(button) {
+    sendAsIs = true;
+    try {
+      button.form.requestSubmit(button);
+    } finally {
+      sendAsIs = false;
+    }
+  }
+
+  function resumeCheckout(force) {
+    if (!pendingCheckout || (!force && (inFlight > 0 || dirtyQuantities().length))) {
+      return;
+    }
+    if (!force && document.querySelector('#cart [data-message="error"]')) {
+      // A quantity was refused: the shopper reads why beside its line and checks the
+      // cart before paying, as without JavaScript.
+      pendingCheckout = null;
+      var note = document.getElementById("checkout-pending");
+      if (note) {
+        note.hidden = true;
+      }
       return;
     }
     var button = document.getElementById(pendingCheckout);
     pendingCheckout = null;
     if (button && button.form) {
-      button.form.requestSubmit(button);
+      sendCartForm(button);
     }
   }
 
-  // Checkout never leaves a typed quantity behind: save it, then go on to pay.
+  // The cart form: its Update buttons (and Enter in a box) save in place; its checkout
+  // buttons never leave a typed quantity behind: save it, then go on to pay.
   document.addEventListener(
     "submit",
     function (event) {
       var form = event.target;
-      if (!form.matches || !form.matches("form[data-checkout]")) {
+      if (sendAsIs || !form.matches || !form.matches("form[data-checkout]")) {
         return;
       }
+      var submitter = event.submitter || form.querySelector("button[type=submit]");
       var dirty = dirtyQuantities();
+      if (submitter && submitter.hasAttribute("data-update")) {
+        event.preventDefault();
+        var pressed = submitter.value && document.getElementById("qty-" + submitter.value);
+        saveQuantities(dirty.length || !pressed ? dirty : [pressed]);
+        return;
+      }
       if (!dirty.length && inFlight === 0) {
         return;
       }
       event.preventDefault();
-      var submitter = event.submitter || form.querySelector("button[type=submit]");
       pendingCheckout = submitter ? submitter.id : null;
       var note = document.getElementById("checkout-pending");
       if (note) {
         note.hidden = false;
       }
       announce("Saving your quantity changes first…", false);
-      dirty.forEach(function (input) {
-        window.htmx.trigger(input.form, "submit");
-      });
-      // Never strand the shopper: go on to pay after a while even if no answer came.
+      saveQuantities(dirty);
+      // Never strand the shopper: after a while send the form as it is; the server saves
+      // the typed quantities first and shows the cart again if they changed it.
       window.setTimeout(function () {
         if (pendingCheckout) {
           inFlight = 0;
-          resumeCheckout();
+          resumeCheckout(true);
         }
       }, 8000);
     },
@@ -139,12 +178,16 @@
     }, 0);
   });
 
-  // An answer htmx will not swap (an error page): show it the plain way.
+  // An answer htmx will not swap (an error page): show it the plain way. A quantity box
+  // is sent by its Update button, with the cart form it belongs to.
   function fallBack(event) {
     var element = event.detail && event.detail.elt;
     var form = element && (element.matches("form") ? element : element.closest("form"));
     pendingCheckout = null;
-    if (form && (form.method || "").toLowerCase() === "post") {
+    var update = form && form.querySelector("button[data-update]");
+    if (update && update.form) {
+      sendCartForm(update);
+    } else if (form && (form.method || "").toLowerCase() === "post") {
       form.submit();
     }
   }

@@ -392,7 +392,7 @@ async def test_a_checkout_never_charges_more_than_the_cart_showed(
     response = await post_form(client, "/cart/checkout/", {"shown_total": _shown_total(cart)})
 
     assert response.status_code == 409
-    assert "now comes to 19.00 GBP" in await page_text(response)
+    assert "now comes to £19.00." in await page_text(response)  # money as people read it
     assert await _orders(db) == []
     assert (await sandbox_control.stats())["created"] == 0
 

@@ -15,7 +15,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 
 from sqlalchemy import or_, select
@@ -31,7 +31,7 @@ from bp.cart.services.total import sum_amounts
 from config import Settings
 from models import CheckoutKey, Order, OrderItem
 from services.errors import CartError, CheckoutError
-from services.events import money_string
+from services.formatting import format_money
 from services.metrics import ORDERS_CREATED
 from services.order_lifecycle import claim_entries_for_order
 from services.sumup import account_for_pages
@@ -132,10 +132,14 @@ async def create_order_from_cart(
             .join(CheckoutKey, CheckoutKey.order_id == Order.id)
             .where(CheckoutKey.key == request.idempotency_key)
         )
-        if existing is not None:
-            if not _owned_by(existing, identity):
-                raise CheckoutError("This checkout form is not yours; please reload your cart.")
+        if existing is not None and not _owned_by(existing, identity):
+            raise CheckoutError("This checkout form is not yours; please reload your cart.")
+        if existing is not None and existing.page_post_id == page_id:
             return CheckoutResult(await load_order(session, existing.id))
+        if existing is not None:
+            # One cart form carries the whole cart's and each page's checkout button, with
+            # one key: it names the checkout it first made, never another part's.
+            request = replace(request, idempotency_key=None)
 
     unpaid = await _unpaid_orders(session, identity, page_id)
     lines = await get_cart_lines(session, identity, page_id=page_id, for_update=True)
@@ -218,7 +222,7 @@ def _check_shown_total(request: CheckoutRequest, amount: Decimal, currency: str)
     if request.shown_total is not None and request.shown_total != amount:
         raise CheckoutError(
             f"Your cart changed since the page was shown: it now comes to "
-            f"{money_string(amount)} {currency}. Please check your cart and pay again."
+            f"{format_money(amount, currency)}. Please check your cart and pay again."
         )
 
 

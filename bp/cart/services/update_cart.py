@@ -7,16 +7,18 @@ line per owner, product and market place whatever happens.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bp.cart.services.get_cart import get_cart_lines
 from bp.cart.services.identity import Identity, lock_identity
 from bp.cart.services.total import unit_price
 from models import CalendarEntry, CartItem, MarketPlace, Product
-from services.errors import CartError, NotFoundError
+from services.errors import CartError, LineQuantityError, NotFoundError, ServiceError
 
 # Ids and quantities are PostgreSQL `integer`s: a bigger number names nothing, and
 # asyncpg refuses to send it, so it must not reach a query.
@@ -36,6 +38,7 @@ class LineChange:
 
     title: str
     quantity: int
+    product_id: int | None = None
 
 
 async def _buyable_product(session: AsyncSession, product_id: int) -> Product:
@@ -147,7 +150,7 @@ async def add_to_cart(
     )
     if new_quantity is None:
         raise CartError(f"You can have at most {max_quantity} of {product.title} in your cart.")
-    return LineChange(product.title, new_quantity)
+    return LineChange(product.title, new_quantity, product.id)
 
 
 async def _live_lines(
@@ -199,7 +202,7 @@ async def set_quantity(
         .where(CartItem.id == lines[0].id)
         .values(quantity=quantity, updated_at=func.now())
     )
-    return LineChange(product.title, quantity)
+    return LineChange(product.title, quantity, product.id)
 
 
 async def remove_from_cart(
@@ -219,4 +222,60 @@ async def remove_from_cart(
         .where(CartItem.id.in_([line.id for line in lines]))
         .values(deleted_at=func.now(), updated_at=func.now())
     )
-    return LineChange(await _product_title(session, product_id), 0)
+    return LineChange(await _product_title(session, product_id), 0, product_id)
+
+
+@dataclass(frozen=True)
+class TypedQuantity:
+    """What one line's quantity box held when a cart page's form was sent."""
+
+    product_id: int
+    market_place_id: int
+    shown: int  # the quantity the page showed in the box
+    asked: int  # the quantity in the box when the form was sent
+
+
+async def set_typed_quantities(
+    session: AsyncSession,
+    identity: Identity,
+    *,
+    typed: Sequence[TypedQuantity],
+    max_quantity: int,
+) -> list[LineChange]:
+    """Save the quantities typed on a cart page, all or none; what actually changed.
+
+    Only boxes whose value differs from what the page showed count as typed, so a page
+    left open never undoes a change made since in another tab. Each is set as Update
+    sets it (same checks, same limits); a refusal names its line (`LineQuantityError`).
+    """
+    wanted = [box for box in typed if box.asked != box.shown]
+    if not wanted:
+        return []
+    await lock_identity(session, identity)
+    held = {
+        (line.product_id, line.market_place_id): line.quantity
+        for line in await get_cart_lines(session, identity)
+    }
+    changes = []
+    for box in wanted:
+        now = held.get((box.product_id, box.market_place_id))
+        if now == box.asked or (now is None and box.asked == 0):
+            continue  # already so: nothing to tell
+        try:
+            change = await set_quantity(
+                session,
+                identity,
+                product_id=box.product_id,
+                quantity=box.asked,
+                market_place_id=box.market_place_id,
+                max_quantity=max_quantity,
+            )
+        except ServiceError as error:
+            raise LineQuantityError(
+                error.message,
+                product_id=box.product_id,
+                offer_set=max_quantity if box.asked > max_quantity else None,
+                status_code=error.status_code,
+            ) from None
+        changes.append(change)
+    return changes
