@@ -1098,7 +1098,16 @@ async def simulate_faults() -> ResponseReturnValue | None:
     g.sandbox_late_failure = effect.fail_status if effect.fail_after_apply else None
     if effect.fail_status is None or effect.fail_after_apply:
         return None
+    await _read_body()
     return _server_error(effect.fail_status)
+
+
+async def _read_body() -> None:
+    """Read a request's body before refusing it: the server closes a keep-alive
+    connection whose request body was left unread, and a client that sends its next
+    request on it at that moment gets a connection error instead of the answer (seen
+    as a flaky 401 test: a refused refund, then a lookup on the same connection)."""
+    await request.get_data()
 
 
 @api.before_request
@@ -1107,6 +1116,7 @@ async def authenticate() -> ResponseReturnValue | None:
     merchant_code = SANDBOX_ACCOUNTS.get(_bearer_key(request.headers.get("Authorization", "")))
     if merchant_code is None:
         logger.info("refusing %s %s: no valid API key", request.method, request.path)
+        await _read_body()
         return _unauthorized()
     g.merchant_code = merchant_code
     return None

@@ -34,6 +34,10 @@ CHECKOUT_FORM = re.compile(
     r'<input type="hidden" name="idempotency_key" value="([^"]+)">\s*'
     r'<input type="hidden" name="shown_total" value="([^"]*)">'
 )
+# A page's own "Pay for … only" button of the cart form: its action and subtotal.
+PAGE_BUTTON = re.compile(
+    r'formaction="(/cart/[a-z0-9-]+/checkout/)" name="page_total" value="([^"]*)"'
+)
 ENTRY = re.compile(r'data-testid="cart-entry" data-entry-id="(\d+)"')
 ORDER_LINK = re.compile(r"/(?:orders|cart/checkout/return)/(\d+)/")
 REFERENCE = re.compile(r"<dt>Reference</dt><dd>[A-Z]+-(\d+)-\d+-[0-9a-f]+</dd>")
@@ -247,8 +251,15 @@ class Shopper:
         forms = CHECKOUT_FORM.findall(page.text)
         if not forms:
             return
-        action, key, shown = self.rng.choice(forms)
-        data = {"idempotency_key": key, "shown_total": shown}
+        # The cart form's Checkout, or one of its pages' own buttons (the same form).
+        choices = [(action, key, {"shown_total": shown}) for action, key, shown in forms]
+        _, key, shown_total = choices[0]
+        choices += [
+            (action, key, {**shown_total, "page_total": subtotal})
+            for action, subtotal in PAGE_BUTTON.findall(page.text)
+        ]
+        action, key, totals = self.rng.choice(choices)
+        data = {"idempotency_key": key, **totals}
         if self.rng.random() < 0.1:
             # A double click: the same form twice at once.
             first, second = await asyncio.gather(self._form(action, data), self._form(action, data))
