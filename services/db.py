@@ -11,6 +11,12 @@ When PostgreSQL drops the app's connections (a restart, a failover, an operator'
 SQLAlchemy invalidates the pool. A GET or HEAD is then run once more on a fresh
 connection (it changed nothing that committed); anything else, or a second failure,
 is answered 503 with a page, or JSON on the APIs, never a 500.
+
+Hot reads (`services.direct_reads`) run on the asyncpg connection itself:
+`db_connection()` gives the one under the request's session when the request has
+one or writes, else, for a read-only route, one checked out of the same pool and
+held until the request ends. A direct read that finds its connection dead is
+handled as above.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+import asyncpg
 from quart import Quart, Response, current_app, g, request
 from quart.ctx import RequestContext
 from sqlalchemy.exc import DBAPIError
@@ -30,6 +37,9 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.pool import PoolProxiedConnection
+
+from services.direct_reads import DriverConnectionLost
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +135,7 @@ def init_db(app: Quart) -> None:
 
     @app.after_request
     async def _finish_session(response: Response) -> Response:
+        _release_direct()
         session: AsyncSession | None = g.pop("db", None)
         if session is None:
             return response
@@ -141,6 +152,7 @@ def init_db(app: Quart) -> None:
 
     @app.teardown_request
     async def _close_session(_: BaseException | None) -> None:
+        _release_direct()
         session: AsyncSession | None = g.pop("db", None)
         if session is not None:
             await _close(session)
@@ -151,10 +163,13 @@ def init_db(app: Quart) -> None:
         try:
             return await dispatch(request_context)
         except DBAPIError as error:
+            if isinstance(error, DriverConnectionLost):
+                _forget_pooled_connections(error)
             if request.method not in SAFE_METHODS or not error.connection_invalidated:
                 raise
             # The pool is invalidated by now: the next checkout opens a new connection.
             log.warning("database connection lost on %s %s; retrying", request.method, request.path)
+        _release_direct()
         session: AsyncSession | None = g.pop("db", None)
         if session is not None:
             await _close(session)
@@ -168,6 +183,8 @@ def init_db(app: Quart) -> None:
     async def _database_error(error: Exception) -> Any:
         from services.error_pages import error_response
 
+        if isinstance(error, DriverConnectionLost):
+            _forget_pooled_connections(error)
         if not is_connection_lost(error):
             log.exception("database error on %s %s", request.method, request.path)
             return await error_response(
@@ -198,3 +215,40 @@ def db_session() -> AsyncSession:
         session = app.extensions["db_read_sessionmaker" if read else "db_sessionmaker"]()
         g.db = session
     return session
+
+
+async def db_connection() -> asyncpg.Connection:
+    """The asyncpg connection for this request's direct reads (`services.direct_reads`).
+
+    Under the request's session when it has one or the route writes (so a read after
+    a write sees it, in the same transaction); otherwise one of the pool's, without a
+    session, returned when the request ends. A direct read made before the first
+    statement of a writing session runs before its `BEGIN`: keep them for reads.
+    """
+    session: AsyncSession | None = g.get("db")
+    if session is None and _route_is_read_only(current_app):
+        direct: PoolProxiedConnection | None = g.get("db_direct")
+        if direct is None:
+            direct = await current_app.extensions["db_engine"].raw_connection()
+            g.db_direct = direct
+        return direct.driver_connection
+    connection = await db_session().connection()
+    raw = await connection.get_raw_connection()
+    return raw.driver_connection
+
+
+def _release_direct() -> None:
+    direct: PoolProxiedConnection | None = g.pop("db_direct", None)
+    if direct is None:
+        return
+    if direct.driver_connection is None or direct.driver_connection.is_closed():
+        direct.invalidate()
+    direct.close()  # no transaction was begun on it: nothing to roll back, no round trip
+
+
+def _forget_pooled_connections(error: DriverConnectionLost) -> None:
+    """What SQLAlchemy does when one of its statements finds the connection dead: every
+    pooled connection older than now is replaced on its next checkout (a restart of
+    PostgreSQL killed them all)."""
+    engine: AsyncEngine = current_app.extensions["db_engine"]
+    engine.sync_engine.pool._invalidate(None, error.orig)  # type: ignore[arg-type]

@@ -20,7 +20,7 @@ from bp.cart.services.summary import get_cart_summary
 from config import Settings
 from models import Order
 from services.csrf import bind_form
-from services.db import db_session
+from services.db import db_connection, db_session
 from services.error_pages import wants_json
 from services.errors import PaymentProviderError
 from services.redirects import safe_next
@@ -67,7 +67,7 @@ async def after_write(message: str, next_url: str | None) -> Any:
     config = settings()
     if wants_json():
         summary = await get_cart_summary(
-            db_session(), current_identity(), default_currency=config.cart.currency
+            await db_connection(), current_identity(), default_currency=config.cart.currency
         )
         return {"message": message, "summary": summary.as_json()}
     await flash(message, "success")

@@ -21,6 +21,12 @@ from bp.cart.services.total import line_total, unit_price
 from models import CartItem, MarketPlace, Post, Product
 
 OwnerKind = Literal["user", "session", "nobody"]
+# The bound parameters `owner_condition()` leaves to `owner_params()`, by kind.
+OWNER_PARAMETERS: dict[OwnerKind, tuple[str, ...]] = {
+    "user": ("owner_user_id",),
+    "session": ("owner_session_id",),
+    "nobody": (),
+}
 
 
 def owner_kind(identity: Identity | None) -> OwnerKind:
