@@ -72,6 +72,17 @@ class DriverConnectionLost(DBAPIError):
     terminated): handled like SQLAlchemy's own lost connections (`services.db`)."""
 
 
+async def fetch_all(
+    connection: asyncpg.Connection, query: DirectQuery, values: Mapping[str, Any]
+) -> list[asyncpg.Record]:
+    """Every row of `query` run with `values`."""
+    arguments = query.arguments(values)
+    try:
+        return await connection.fetch(query.sql, *arguments)
+    except Exception as error:
+        raise _lost(connection, query, arguments, error) from error
+
+
 async def fetch_row(
     connection: asyncpg.Connection, query: DirectQuery, values: Mapping[str, Any]
 ) -> asyncpg.Record | None:
@@ -80,8 +91,15 @@ async def fetch_row(
     try:
         return await connection.fetchrow(query.sql, *arguments)
     except Exception as error:
-        if not connection.is_closed():
-            raise
-        raise DriverConnectionLost(
-            query.sql, arguments, error, hide_parameters=True, connection_invalidated=True
-        ) from error
+        raise _lost(connection, query, arguments, error) from error
+
+
+def _lost(
+    connection: asyncpg.Connection, query: DirectQuery, arguments: list[Any], error: Exception
+) -> Exception:
+    """The error to raise: `DriverConnectionLost` when the connection died, else `error`."""
+    if not connection.is_closed():
+        return error
+    return DriverConnectionLost(
+        query.sql, arguments, error, hide_parameters=True, connection_invalidated=True
+    )

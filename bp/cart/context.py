@@ -14,7 +14,7 @@ from bp.cart.responses import current_identity, settings
 from bp.cart.services.identity import ANONYMOUS_KEY, pending_merge
 from bp.cart.services.merge_carts import merge_anonymous_cart
 from bp.cart.services.summary import get_cart_summary
-from services.db import db_connection, db_session
+from services.db import db_connection
 from services.errors import CartError
 from services.navigation import get_navigation_tree
 from services.rate_limits import enforce
@@ -52,12 +52,12 @@ async def merge_after_login() -> None:
 async def cart_context() -> dict[str, Any]:
     """Site navigation and the cart badge for the base template."""
     config = settings()
-    db = db_session()
     try:
+        connection = await db_connection()
         badge = await get_cart_summary(
-            await db_connection(), current_identity(), default_currency=config.cart.currency
+            connection, current_identity(), default_currency=config.cart.currency
         )
-        navigation = await get_navigation_tree(db, blog_url=config.app_urls.get("blog", ""))
+        navigation = await get_navigation_tree(connection, blog_url=config.app_urls.get("blog", ""))
     except (CartError, SQLAlchemyError, PostgresError, InterfaceError, ConnectionRefusedError):
         # An error page must still render when the database is the problem.
         log.warning("cart badge or navigation unavailable", exc_info=True)

@@ -8,7 +8,7 @@ from quart import Blueprint, render_template
 
 from bp.cart.responses import checkout_and_pay, current_identity, settings
 from bp.cart.services.page_cart import get_cart_view, get_page
-from services.db import db_session, read_only
+from services.db import db_connection, db_session, read_only
 from services.page_merchants import pages_paid_directly
 from services.rate_limits import rate_limited
 
@@ -24,7 +24,9 @@ async def page_cart(page_slug: str) -> str:
     view = await get_cart_view(
         db, current_identity(), default_currency=settings().cart.currency, page=page
     )
-    paid_directly = await pages_paid_directly(db, (group.page.id for group in view.groups))
+    paid_directly = await pages_paid_directly(
+        await db_connection(), (group.page.id for group in view.groups)
+    )
     return await render_template(
         "cart/page.html", view=view, page=page, paid_directly=paid_directly
     )
