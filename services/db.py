@@ -14,6 +14,12 @@ is answered 503 with a page, or JSON on the APIs, never a 500. The same holds wh
 the connection dies between the handler's answer and the request's COMMIT: the
 change did not land (or cannot be known to have landed), so the shopper is told to
 try again instead of being shown what the handler thought it had done.
+
+Hot reads (`services.direct_reads`) run on the asyncpg connection itself:
+`db_connection()` gives the one under the request's session when the request has
+one or writes, else, for a read-only route, one checked out of the same pool and
+held until the request ends. A direct read that finds its connection dead is
+handled as above.
 """
 
 from __future__ import annotations
@@ -34,7 +40,10 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.pool import PoolProxiedConnection
 from werkzeug.wrappers import Response as WerkzeugResponse
+
+from services.direct_reads import DriverConnectionLost
 
 log = logging.getLogger(__name__)
 
@@ -99,12 +108,12 @@ def is_connection_lost(error: BaseException) -> bool:
     return isinstance(error, ConnectionRefusedError | PoolTimeout)
 
 
-def note_connection_lost(error: BaseException) -> None:
+def note_database_failed(error: BaseException) -> None:
     """For code that carries on when the database fails (the badge of an error page):
-    if the connection was lost, the request's transaction went with it, and its
-    commit must answer 503 like any other lost connection."""
-    if is_connection_lost(error):
-        g.db_connection_lost = True
+    the request's transaction is not to be trusted whole any more (a lost connection
+    took it along; a failed statement aborted it), so it is not committed, and the
+    answer is a 503 like any other lost connection."""
+    g.db_failed = error
 
 
 def _ended_during_commit(error: BaseException) -> bool:
@@ -147,6 +156,7 @@ def init_db(app: Quart) -> None:
 
     @app.teardown_request
     async def _close_session(_: BaseException | None) -> None:
+        _release_direct()
         session: AsyncSession | None = g.pop("db", None)
         if session is not None:
             await _close(session)
@@ -157,10 +167,13 @@ def init_db(app: Quart) -> None:
         try:
             return await dispatch(request_context)
         except DBAPIError as error:
+            if isinstance(error, DriverConnectionLost):
+                _forget_pooled_connections(error)
             if request.method not in SAFE_METHODS or not error.connection_invalidated:
                 raise
             # The pool is invalidated by now: the next checkout opens a new connection.
             log.warning("database connection lost on %s %s; retrying", request.method, request.path)
+        _release_direct()
         session: AsyncSession | None = g.pop("db", None)
         if session is not None:
             await _close(session)
@@ -174,6 +187,8 @@ def init_db(app: Quart) -> None:
     async def _database_error(error: Exception) -> Any:
         from services.error_pages import error_response
 
+        if isinstance(error, DriverConnectionLost):
+            _forget_pooled_connections(error)
         if not is_connection_lost(error):
             log.exception("database error on %s %s", request.method, request.path)
             return await error_response(
@@ -199,20 +214,26 @@ def init_request_commit(app: Quart) -> None:
 
     @app.after_request
     async def _finish_session(response: Response) -> Response | WerkzeugResponse:
+        _release_direct()
         session: AsyncSession | None = g.pop("db", None)
         if session is None:
             return response
         committing = not g.get("db_read_only") and response.status_code < 400
+        failed: BaseException | None = g.get("db_failed")
         try:
             if g.get("db_read_only"):
                 pass  # autocommit: nothing to commit or roll back; close returns it
+            elif committing and failed is not None:
+                # A statement of this transaction failed and the request carried on (the
+                # badge): never COMMIT it, PostgreSQL would roll it back without a word.
+                await session.rollback()
+                return await _not_committed(failed)
             elif committing:
                 await session.commit()
             else:
                 await session.rollback()
         except (DBAPIError, PendingRollbackError, ConnectionRefusedError, PoolTimeout) as error:
-            lost = g.get("db_connection_lost") and isinstance(error, PendingRollbackError)
-            if not (lost or is_connection_lost(error) or _ended_during_commit(error)):
+            if not (is_connection_lost(error) or _ended_during_commit(error) or failed):
                 raise
             if not committing:
                 return response  # nothing was to be kept; the answer stands
@@ -222,14 +243,22 @@ def init_request_commit(app: Quart) -> None:
         return response
 
 
-async def _not_committed(error: Exception) -> Response | WerkzeugResponse:
+async def _not_committed(error: BaseException) -> Response | WerkzeugResponse:
     from quart import session as cookie_session
 
     from services.error_pages import error_response
 
-    log.warning(
-        "database connection lost at commit on %s %s: %s", request.method, request.path, error
-    )
+    if is_connection_lost(error) or _ended_during_commit(error):
+        log.warning(
+            "database connection lost at commit on %s %s: %s", request.method, request.path, error
+        )
+    else:
+        log.error(
+            "not committed on %s %s: a statement failed earlier in the transaction: %s",
+            request.method,
+            request.path,
+            error,
+        )
     g.pop("new_notes", None)  # "3 in your cart" is not true: nothing was saved
     cookie_session.pop("_flashes", None)
     what = "load this page" if request.method in SAFE_METHODS else "save your change"
@@ -258,3 +287,40 @@ def db_session() -> AsyncSession:
         session = app.extensions["db_read_sessionmaker" if read else "db_sessionmaker"]()
         g.db = session
     return session
+
+
+async def db_connection() -> asyncpg.Connection:
+    """The asyncpg connection for this request's direct reads (`services.direct_reads`).
+
+    Under the request's session when it has one or the route writes (so a read after
+    a write sees it, in the same transaction); otherwise one of the pool's, without a
+    session, returned when the request ends. A direct read made before the first
+    statement of a writing session runs before its `BEGIN`: keep them for reads.
+    """
+    session: AsyncSession | None = g.get("db")
+    if session is None and _route_is_read_only(current_app):
+        direct: PoolProxiedConnection | None = g.get("db_direct")
+        if direct is None:
+            direct = await current_app.extensions["db_engine"].raw_connection()
+            g.db_direct = direct
+        return direct.driver_connection
+    connection = await db_session().connection()
+    raw = await connection.get_raw_connection()
+    return raw.driver_connection
+
+
+def _release_direct() -> None:
+    direct: PoolProxiedConnection | None = g.pop("db_direct", None)
+    if direct is None:
+        return
+    if direct.driver_connection is None or direct.driver_connection.is_closed():
+        direct.invalidate()
+    direct.close()  # no transaction was begun on it: nothing to roll back, no round trip
+
+
+def _forget_pooled_connections(error: DriverConnectionLost) -> None:
+    """What SQLAlchemy does when one of its statements finds the connection dead: every
+    pooled connection older than now is replaced on its next checkout (a restart of
+    PostgreSQL killed them all)."""
+    engine: AsyncEngine = current_app.extensions["db_engine"]
+    engine.sync_engine.pool._invalidate(None, error.orig)  # type: ignore[arg-type]

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC
 from datetime import datetime as DateTime
 from decimal import Decimal
+from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -92,7 +93,15 @@ def format_money(amount: Decimal | int | str | None, currency: str | None = "GBP
     """Money for people: `£12.50`; a dash when there is no amount."""
     if amount is None or amount == "":
         return "—"
-    return format_currency(Decimal(str(amount)), currency or "GBP", locale=LOCALE)
+    return _formatted_money(str(amount), currency or "GBP")
+
+
+@lru_cache(maxsize=4096)
+def _formatted_money(amount: str, currency: str) -> str:
+    # Babel's formatting was the largest part of a cart page's rendering (bench/README.md)
+    # and a page repeats a catalogue's few prices: each amount, as written, is formatted
+    # once per currency. A pure function of its arguments: nothing here can go stale.
+    return format_currency(Decimal(amount), currency, locale=LOCALE)
 
 
 @dataclass(frozen=True)

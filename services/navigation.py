@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import asyncpg
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from models import Post
+from services.direct_reads import DirectQuery, fetch_all
 
 
 @dataclass(frozen=True)
@@ -17,15 +18,15 @@ class NavItem:
     url: str
 
 
-_PUBLISHED_PAGES = (
+# Read on every page: compiled once, run on the asyncpg connection.
+_PUBLISHED_PAGES = DirectQuery(
     select(Post.slug, Post.title)
     .where(Post.is_page.is_(True), Post.status == "published")
     .order_by(Post.nav_order, Post.title)
 )
 
 
-async def get_navigation_tree(session: AsyncSession, *, blog_url: str) -> list[NavItem]:
+async def get_navigation_tree(connection: asyncpg.Connection, *, blog_url: str) -> list[NavItem]:
     """Published pages ordered for the menu, each linking to the blog app."""
-    connection = await session.connection()
-    rows = await connection.execute(_PUBLISHED_PAGES)
+    rows = await fetch_all(connection, _PUBLISHED_PAGES, {})
     return [NavItem(slug, title, f"{blog_url}/{slug}/") for slug, title in rows]

@@ -7,24 +7,31 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
+import asyncpg
+from sqlalchemy import ARRAY, Integer, any_, bindparam, select
 
 from models import PageConfig
+from services.direct_reads import DirectQuery, fetch_all
+
+# Read on every cart page: compiled once, run on the asyncpg connection.
+_PAID_DIRECTLY = DirectQuery(
+    select(PageConfig.post_id).where(
+        PageConfig.post_id == any_(bindparam("page_ids", type_=ARRAY(Integer))),
+        PageConfig.sumup_merchant_code.is_not(None),
+        PageConfig.sumup_merchant_code != "",
+        PageConfig.sumup_api_key.is_not(None),
+        PageConfig.sumup_api_key != "",
+    ),
+    parameters=("page_ids",),
+)
 
 
-async def pages_paid_directly(session: AsyncSession, page_ids: Iterable[int]) -> frozenset[int]:
+async def pages_paid_directly(
+    connection: asyncpg.Connection, page_ids: Iterable[int]
+) -> frozenset[int]:
     """The pages among `page_ids` that take payment with their own SumUp account (one query)."""
     ids = sorted(set(page_ids))
     if not ids:
         return frozenset()
-    rows = await session.scalars(
-        select(PageConfig.post_id).where(
-            PageConfig.post_id.in_(ids),
-            PageConfig.sumup_merchant_code.is_not(None),
-            PageConfig.sumup_merchant_code != "",
-            PageConfig.sumup_api_key.is_not(None),
-            PageConfig.sumup_api_key != "",
-        )
-    )
-    return frozenset(rows)
+    rows = await fetch_all(connection, _PAID_DIRECTLY, {"page_ids": ids})
+    return frozenset(row["post_id"] for row in rows)

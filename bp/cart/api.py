@@ -8,7 +8,7 @@ from quart import Blueprint, request
 
 from bp.cart.responses import current_identity, internal_caller_is_authorised, settings
 from bp.cart.services.summary import get_cart_summary
-from services.db import db_session, read_only
+from services.db import db_connection, read_only
 from services.rate_limits import rate_limited
 
 bp = Blueprint("cart_api", __name__, url_prefix="/internal/cart")
@@ -23,7 +23,7 @@ async def summary() -> Any:
         return {"error": "Unauthorized", "message": "A valid bearer token is required."}, 401
     page_slug = request.args.get("page") or None
     result = await get_cart_summary(
-        db_session(),
+        await db_connection(),
         current_identity(),
         page_slug=page_slug,
         default_currency=settings().cart.currency,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from asyncpg import InterfaceError, PostgresError
 from flask.templating import _default_template_ctx_processor as flask_default_processor
 from quart import Quart, current_app, flash, request, session
 from sqlalchemy.exc import SQLAlchemyError
@@ -13,7 +14,7 @@ from bp.cart.responses import current_identity, settings
 from bp.cart.services.identity import ANONYMOUS_KEY, pending_merge
 from bp.cart.services.merge_carts import merge_anonymous_cart
 from bp.cart.services.summary import get_cart_summary
-from services.db import db_session, note_connection_lost
+from services.db import db_connection, note_database_failed
 from services.errors import CartError
 from services.navigation import get_navigation_tree
 from services.rate_limits import enforce
@@ -51,16 +52,18 @@ async def merge_after_login() -> None:
 async def cart_context() -> dict[str, Any]:
     """Site navigation and the cart badge for the base template."""
     config = settings()
-    db = db_session()
     try:
+        connection = await db_connection()
         badge = await get_cart_summary(
-            db, current_identity(), default_currency=config.cart.currency
+            connection, current_identity(), default_currency=config.cart.currency
         )
-        navigation = await get_navigation_tree(db, blog_url=config.app_urls.get("blog", ""))
-    except (CartError, SQLAlchemyError, ConnectionRefusedError) as error:
+        navigation = await get_navigation_tree(connection, blog_url=config.app_urls.get("blog", ""))
+    except CartError:
+        return {"cart_badge": None, "navigation": []}  # a mixed cart: no badge, said elsewhere
+    except (SQLAlchemyError, PostgresError, InterfaceError, ConnectionRefusedError) as error:
         # An error page must still render when the database is the problem.
         log.warning("cart badge or navigation unavailable", exc_info=True)
-        note_connection_lost(error)
+        note_database_failed(error)
         return {"cart_badge": None, "navigation": []}
     return {"cart_badge": badge, "navigation": navigation}
 

@@ -6,7 +6,7 @@ from quart import Blueprint, render_template
 
 from bp.cart.responses import current_identity, settings
 from bp.cart.services.page_cart import get_cart_view
-from services.db import db_session, read_only
+from services.db import db_connection, read_only
 from services.page_merchants import pages_paid_directly
 
 bp = Blueprint("cart_overview", __name__, url_prefix="/cart")
@@ -16,7 +16,7 @@ bp = Blueprint("cart_overview", __name__, url_prefix="/cart")
 @read_only
 async def overview() -> str:
     """The whole cart, grouped by page, with subtotals and the total."""
-    db = db_session()
+    db = await db_connection()
     view = await get_cart_view(db, current_identity(), default_currency=settings().cart.currency)
     paid_directly = await pages_paid_directly(db, (group.page.id for group in view.groups))
     return await render_template(

@@ -9,7 +9,7 @@ from quart import Blueprint, render_template
 from bp.cart.line_answers import init_quantity_answers
 from bp.cart.responses import checkout_and_pay, current_identity, settings
 from bp.cart.services.page_cart import get_cart_view, get_page
-from services.db import db_session, read_only
+from services.db import db_connection, read_only
 from services.page_merchants import pages_paid_directly
 from services.rate_limits import rate_limited
 
@@ -21,7 +21,7 @@ init_quantity_answers(bp)  # a refused quantity typed before "Checkout" answers 
 @read_only
 async def page_cart(page_slug: str) -> str:
     """The lines and bookings of one page."""
-    db = db_session()
+    db = await db_connection()
     page = await get_page(db, page_slug)
     view = await get_cart_view(
         db, current_identity(), default_currency=settings().cart.currency, page=page
@@ -36,4 +36,4 @@ async def page_cart(page_slug: str) -> str:
 @rate_limited("write")
 async def page_checkout(page_slug: str) -> Any:
     """Pay for one page's part of the cart, with the page's own SumUp account if it has one."""
-    return await checkout_and_pay(await get_page(db_session(), page_slug))
+    return await checkout_and_pay(await get_page(await db_connection(), page_slug))

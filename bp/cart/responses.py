@@ -22,7 +22,7 @@ from bp.cart.services.update_cart import LineChange, set_typed_quantities
 from config import Settings
 from models import Order
 from services.csrf import bind_form
-from services.db import db_session
+from services.db import db_connection, db_session
 from services.error_pages import wants_json
 from services.errors import PaymentProviderError
 from services.formatting import format_money
@@ -74,7 +74,7 @@ async def after_write(message: str, next_url: str | None) -> Any:
     config = settings()
     if wants_json():
         summary = await get_cart_summary(
-            db_session(), current_identity(), default_currency=config.cart.currency
+            await db_connection(), current_identity(), default_currency=config.cart.currency
         )
         return {"message": message, "summary": summary.as_json()}
     await flash(message, "success")
@@ -145,7 +145,7 @@ async def cart_updated(changes: list[LineChange], page: PageRef | None, path: st
     config = settings()
     on_page_cart = page is not None and path == url_for("cart_page.page_cart", page_slug=page.slug)
     view = await get_cart_view(
-        db_session(),
+        await db_connection(),  # the request's own: it sees the quantities just saved
         current_identity(),
         default_currency=config.cart.currency,
         page=page if on_page_cart else None,

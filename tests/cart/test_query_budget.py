@@ -25,20 +25,41 @@ PAGE_CART_QUERIES = 6
 SUMMARY_QUERIES = 1  # one query, also when scoped to a page
 
 
+TRANSACTION_CONTROL = ("BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE")
+
+
 @contextmanager
 def counted_queries(app: Quart) -> Iterator[list[str]]:
-    """The SQL statements the app runs inside the block."""
+    """The SQL statements the app runs inside the block: those SQLAlchemy sends, and
+    those sent on the asyncpg connection directly (`services.direct_reads`), which
+    asyncpg's query logger sees (it sees `BEGIN` and `COMMIT` too: not counted)."""
     statements: list[str] = []
+    attached: set[int] = set()
+    counting = True
 
     def count(*args: Any) -> None:
         statements.append(args[2])
 
+    def count_direct(record: Any) -> None:
+        # Stays attached to the connection after the block: counts only inside it.
+        if counting and not record.query.lstrip().upper().startswith(TRANSACTION_CONTROL):
+            statements.append(record.query)
+
+    def attach(dbapi_connection: Any, *_: Any) -> None:
+        driver = dbapi_connection.driver_connection
+        if id(driver) not in attached:
+            attached.add(id(driver))
+            driver.add_query_logger(count_direct)
+
     engine = app.extensions["db_engine"].sync_engine
     event.listen(engine, "before_cursor_execute", count)
+    event.listen(engine, "checkout", attach)
     try:
         yield statements
     finally:
+        counting = False
         event.remove(engine, "before_cursor_execute", count)
+        event.remove(engine, "checkout", attach)
 
 
 async def fill_cart(

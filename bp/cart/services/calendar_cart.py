@@ -7,16 +7,19 @@ takes it, so a checkout never charges for something the cart did not show.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from functools import lru_cache
 from typing import Any
 
+import asyncpg
 from sqlalchemy import ColumnElement, Select, and_, bindparam, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bp.cart.services.get_cart import (
+    OWNER_PARAMETERS,
     OwnerKind,
     PageRef,
     owner_condition,
@@ -27,6 +30,7 @@ from bp.cart.services.identity import Identity, lock_identity
 from bp.cart.services.update_cart import fits_sql_integer
 from models import Calendar, CalendarEntry, Order, Post
 from models.order import order_number
+from services.direct_reads import DirectQuery, fetch_all
 from services.errors import NotFoundError
 
 
@@ -97,31 +101,55 @@ def _entries_query(kind: OwnerKind, scoped: bool) -> Select[*tuple[Any, ...]]:
     return query
 
 
-async def get_cart_entries(
-    session: AsyncSession, identity: Identity, *, page_id: int | None = None
-) -> list[CartEntry]:
-    """The owner's entries in the cart (optionally of one page), in one query."""
+@lru_cache(maxsize=8)
+def _direct_entries_query(kind: OwnerKind, scoped: bool) -> DirectQuery:
+    parameters = (*OWNER_PARAMETERS[kind], *(("page_id",) if scoped else ()))
+    return DirectQuery(_entries_query(kind, scoped), parameters=parameters)
+
+
+def _entry_params(identity: Identity, page_id: int | None) -> dict[str, Any]:
     params = owner_params(identity)
     if page_id is not None:
         params["page_id"] = page_id
-    connection = await session.connection()
-    rows = await connection.execute(
-        _entries_query(owner_kind(identity), page_id is not None), params
-    )
+    return params
+
+
+def _cart_entries(rows: Iterable[Mapping[Any, Any]]) -> list[CartEntry]:
     return [
         CartEntry(
-            id=row.id,
-            name=row.name,
-            calendar_name=row.calendar_name,
-            start_at=row.start_at,
-            end_at=row.end_at,
-            cost=row.cost,
-            currency=row.currency,
-            page=PageRef(row.page_id, row.page_slug, row.page_title),
-            held_by=row.order_id if row.state == "ordered" else None,
+            id=row["id"],
+            name=row["name"],
+            calendar_name=row["calendar_name"],
+            start_at=row["start_at"],
+            end_at=row["end_at"],
+            cost=row["cost"],
+            currency=row["currency"],
+            page=PageRef(row["page_id"], row["page_slug"], row["page_title"]),
+            held_by=row["order_id"] if row["state"] == "ordered" else None,
         )
         for row in rows
     ]
+
+
+async def get_cart_entries(
+    session: AsyncSession, identity: Identity, *, page_id: int | None = None
+) -> list[CartEntry]:
+    """The owner's entries in the cart (optionally of one page), in one query, in the
+    session's transaction (checkout)."""
+    connection = await session.connection()
+    rows = await connection.execute(
+        _entries_query(owner_kind(identity), page_id is not None),
+        _entry_params(identity, page_id),
+    )
+    return _cart_entries(row._mapping for row in rows)
+
+
+async def read_cart_entries(
+    connection: asyncpg.Connection, identity: Identity, *, page_id: int | None = None
+) -> list[CartEntry]:
+    """The same entries for a page that only shows them: a direct read."""
+    query = _direct_entries_query(owner_kind(identity), page_id is not None)
+    return _cart_entries(await fetch_all(connection, query, _entry_params(identity, page_id)))
 
 
 async def remove_entry_from_cart(

@@ -1,26 +1,36 @@
 """Cart line queries: the live lines of an owner, priced now, with their page.
 
 The cart's read statements are built once per shape of question (owner kind, page
-scope, lock) with bound parameters, and run on the session's connection as Core
-rows: rebuilding a statement and loading ORM objects cost more than the query on
-every cart page (bench/README.md).
+scope, lock) with bound parameters: rebuilding a statement and loading ORM objects
+cost more than the query on every cart page (bench/README.md). The pages read them
+directly on the asyncpg connection (`services.direct_reads`); checkout reads and
+locks them as Core rows in its transaction.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from functools import lru_cache
 from typing import Any, Literal
 
+import asyncpg
 from sqlalchemy import ColumnElement, Select, and_, bindparam, literal, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bp.cart.services.identity import Identity
 from bp.cart.services.total import line_total, unit_price
 from models import CartItem, MarketPlace, Post, Product
+from services.direct_reads import DirectQuery, fetch_all
 
 OwnerKind = Literal["user", "session", "nobody"]
+# The bound parameters `owner_condition()` leaves to `owner_params()`, by kind.
+OWNER_PARAMETERS: dict[OwnerKind, tuple[str, ...]] = {
+    "user": ("owner_user_id",),
+    "session": ("owner_session_id",),
+    "nobody": (),
+}
 
 
 def owner_kind(identity: Identity | None) -> OwnerKind:
@@ -111,6 +121,47 @@ def _lines_query(kind: OwnerKind, scoped: bool, for_update: bool) -> Select[*tup
     return query
 
 
+@lru_cache(maxsize=8)
+def _direct_lines_query(kind: OwnerKind, scoped: bool) -> DirectQuery:
+    parameters = (*OWNER_PARAMETERS[kind], *(("page_id",) if scoped else ()))
+    return DirectQuery(_lines_query(kind, scoped, False), parameters=parameters)
+
+
+def _line_params(identity: Identity, page_id: int | None) -> dict[str, Any]:
+    params = owner_params(identity)
+    if page_id is not None:
+        params["page_id"] = page_id
+    return params
+
+
+def _cart_lines(rows: Iterable[Mapping[Any, Any]]) -> list[CartLine]:
+    pages: dict[int, PageRef] = {}
+    lines = []
+    for row in rows:
+        page = pages.get(row["page_id"])
+        if page is None:
+            page = pages[row["page_id"]] = PageRef(
+                row["page_id"], row["page_slug"], row["page_title"]
+            )
+        price = unit_price(row["regular_price"], row["special_price"])
+        lines.append(
+            CartLine(
+                id=row["id"],
+                product_id=row["product_id"],
+                product_slug=row["product_slug"],
+                title=row["title"],
+                image=row["image"],
+                market_place_id=row["market_place_id"],
+                quantity=row["quantity"],
+                unit_price=price,
+                currency=row["currency"],
+                available=row["product_deleted_at"] is None and price is not None,
+                page=page,
+            )
+        )
+    return lines
+
+
 async def get_cart_lines(
     session: AsyncSession,
     identity: Identity,
@@ -118,36 +169,18 @@ async def get_cart_lines(
     page_id: int | None = None,
     for_update: bool = False,
 ) -> list[CartLine]:
-    """Every live line of the owner (optionally of one page), in one query.
-
-    With `for_update` the lines stay locked until the transaction ends (checkout).
+    """Every live line of the owner (optionally of one page), in one query, in the
+    session's transaction: with `for_update` they stay locked until it ends (checkout).
     """
-    params = owner_params(identity)
-    if page_id is not None:
-        params["page_id"] = page_id
     statement = _lines_query(owner_kind(identity), page_id is not None, for_update)
     connection = await session.connection()
-    rows = await connection.execute(statement, params)
-    pages: dict[int, PageRef] = {}
-    lines = []
-    for row in rows:
-        page = pages.get(row.page_id)
-        if page is None:
-            page = pages[row.page_id] = PageRef(row.page_id, row.page_slug, row.page_title)
-        price = unit_price(row.regular_price, row.special_price)
-        lines.append(
-            CartLine(
-                id=row.id,
-                product_id=row.product_id,
-                product_slug=row.product_slug,
-                title=row.title,
-                image=row.image,
-                market_place_id=row.market_place_id,
-                quantity=row.quantity,
-                unit_price=price,
-                currency=row.currency,
-                available=row.product_deleted_at is None and price is not None,
-                page=page,
-            )
-        )
-    return lines
+    rows = await connection.execute(statement, _line_params(identity, page_id))
+    return _cart_lines(row._mapping for row in rows)
+
+
+async def read_cart_lines(
+    connection: asyncpg.Connection, identity: Identity, *, page_id: int | None = None
+) -> list[CartLine]:
+    """The same lines for a page that only shows them: a direct read (no lock)."""
+    query = _direct_lines_query(owner_kind(identity), page_id is not None)
+    return _cart_lines(await fetch_all(connection, query, _line_params(identity, page_id)))

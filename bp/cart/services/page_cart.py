@@ -5,15 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from decimal import Decimal
 
+import asyncpg
 from sqlalchemy import bindparam, select
-from sqlalchemy.ext.asyncio import AsyncSession
 
-from bp.cart.services.calendar_cart import CartEntry, get_cart_entries
-from bp.cart.services.get_cart import CartLine, PageRef, get_cart_lines
+from bp.cart.services.calendar_cart import CartEntry, read_cart_entries
+from bp.cart.services.get_cart import CartLine, PageRef, read_cart_lines
 from bp.cart.services.identity import Identity
 from bp.cart.services.total import Totals, sum_amounts
 from models import Post
 from models.order import order_number
+from services.direct_reads import DirectQuery, fetch_row
 from services.errors import CartError, NotFoundError
 
 
@@ -77,18 +78,20 @@ class HoldingOrder:
         return ", ".join(self.booking_names)
 
 
-_PAGE_BY_SLUG = select(Post.id, Post.slug, Post.title).where(
-    Post.slug == bindparam("slug"), Post.is_page.is_(True)
+_PAGE_BY_SLUG = DirectQuery(
+    select(Post.id, Post.slug, Post.title).where(
+        Post.slug == bindparam("slug"), Post.is_page.is_(True)
+    ),
+    parameters=("slug",),
 )
 
 
-async def get_page(session: AsyncSession, slug: str) -> PageRef:
+async def get_page(connection: asyncpg.Connection, slug: str) -> PageRef:
     """A page by its slug; 404 when there is no such page."""
-    connection = await session.connection()
-    row = (await connection.execute(_PAGE_BY_SLUG, {"slug": slug})).first()
+    row = await fetch_row(connection, _PAGE_BY_SLUG, {"slug": slug})
     if row is None:
         raise NotFoundError("There is no such page.")
-    return PageRef(row.id, row.slug, row.title)
+    return PageRef(row["id"], row["slug"], row["title"])
 
 
 def _totals(lines: list[CartLine], entries: list[CartEntry], currency: str) -> Totals:
@@ -123,7 +126,7 @@ def group_by_page(
 
 
 async def get_cart_view(
-    session: AsyncSession,
+    connection: asyncpg.Connection,
     identity: Identity | None,
     *,
     default_currency: str,
@@ -133,6 +136,6 @@ async def get_cart_view(
     if identity is None:
         return CartView([], Decimal("0.00"), default_currency)
     page_id = page.id if page else None
-    lines = await get_cart_lines(session, identity, page_id=page_id)
-    entries = await get_cart_entries(session, identity, page_id=page_id)
+    lines = await read_cart_lines(connection, identity, page_id=page_id)
+    entries = await read_cart_entries(connection, identity, page_id=page_id)
     return group_by_page(lines, entries, default_currency=default_currency)

@@ -1,4 +1,8 @@
-"""The cart badge numbers, in one query: what the sibling apps show on every page."""
+"""The cart badge numbers, in one query: what the sibling apps show on every page.
+
+The hottest path of the service: its statement is compiled once per shape of
+question and runs on the asyncpg connection directly (`services.direct_reads`).
+"""
 
 from __future__ import annotations
 
@@ -7,14 +11,21 @@ from decimal import Decimal
 from functools import lru_cache
 from typing import Any
 
+import asyncpg
 from sqlalchemy import Select, and_, bindparam, func, literal, select
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from bp.cart.services.calendar_cart import entry_in_cart
-from bp.cart.services.get_cart import OwnerKind, owner_condition, owner_kind, owner_params
+from bp.cart.services.get_cart import (
+    OWNER_PARAMETERS,
+    OwnerKind,
+    owner_condition,
+    owner_kind,
+    owner_params,
+)
 from bp.cart.services.identity import Identity
 from bp.cart.services.total import quantize_money
 from models import Calendar, CalendarEntry, CartItem, MarketPlace, Post, Product
+from services.direct_reads import DirectQuery, fetch_row
 from services.errors import CartError, NotFoundError
 
 ZERO = Decimal("0.00")
@@ -56,9 +67,13 @@ def _page_id() -> Any:
 
 
 @lru_cache(maxsize=8)
-def _summary_query(kind: OwnerKind, scoped: bool) -> Select[Any]:
-    """The statement for one shape of question, built once: this is the hottest path
-    of the service, and rebuilding it cost a fifth of a request (bench/README.md)."""
+def _summary_query(kind: OwnerKind, scoped: bool) -> DirectQuery:
+    """The statement for one shape of question, compiled once."""
+    parameters = (*OWNER_PARAMETERS[kind], *(("page_slug",) if scoped else ()))
+    return DirectQuery(_summary_statement(kind, scoped), parameters=parameters)
+
+
+def _summary_statement(kind: OwnerKind, scoped: bool) -> Select[Any]:
     price = func.coalesce(Product.special_price, Product.regular_price)
     page_id = _page_id() if scoped else None
     owner_lines = owner_condition(CartItem, kind)
@@ -105,7 +120,7 @@ def _summary_query(kind: OwnerKind, scoped: bool) -> Select[Any]:
 
 
 async def get_cart_summary(
-    session: AsyncSession,
+    connection: asyncpg.Connection,
     identity: Identity | None,
     *,
     page_slug: str | None = None,
@@ -117,17 +132,17 @@ async def get_cart_summary(
     params = owner_params(identity)
     if page_slug is not None:
         params["page_slug"] = page_slug
-    statement = _summary_query(owner_kind(identity), page_slug is not None)
-    connection = await session.connection()  # Core rows: no ORM execution path
-    row = (await connection.execute(statement, params)).one()
-    if page_slug is not None and row.page_id is None:
+    query = _summary_query(owner_kind(identity), page_slug is not None)
+    row = await fetch_row(connection, query, params)
+    assert row is not None  # aggregates: always one row
+    if page_slug is not None and row["page_id"] is None:
         raise NotFoundError(f"There is no page called {page_slug!r}.")
-    currencies = {c for c in (row.currencies or []) + (row.entry_currencies or []) if c}
+    currencies = {c for c in (row["currencies"] or []) + (row["entry_currencies"] or []) if c}
     if len(currencies) > 1:
         raise CartError("Your cart mixes currencies; please check it out page by page.")
     return CartSummary(
-        product_count=int(row.quantity),
-        entry_count=int(row.entry_quantity),
-        total=quantize_money(Decimal(row.amount) + Decimal(row.entry_amount)),
+        product_count=int(row["quantity"]),
+        entry_count=int(row["entry_quantity"]),
+        total=quantize_money(Decimal(row["amount"]) + Decimal(row["entry_amount"])),
         currency=currencies.pop() if currencies else default_currency,
     )

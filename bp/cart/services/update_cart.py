@@ -9,12 +9,22 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
 
-from sqlalchemy import func, select, text, update
+from sqlalchemy import Integer, Select, bindparam, func, select, text, union_all, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
+from sqlalchemy.sql.dml import ReturningInsert
 
-from bp.cart.services.get_cart import get_cart_lines
+from bp.cart.services.get_cart import (
+    OwnerKind,
+    get_cart_lines,
+    owner_condition,
+    owner_kind,
+    owner_params,
+)
 from bp.cart.services.identity import Identity, lock_identity
 from bp.cart.services.total import unit_price
 from models import CalendarEntry, CartItem, MarketPlace, Product
@@ -50,19 +60,6 @@ async def _buyable_product(session: AsyncSession, product_id: int) -> Product:
     return product
 
 
-async def _market_place_for(
-    session: AsyncSession, product: Product, market_place_id: int | None
-) -> int:
-    chosen = market_place_id if market_place_id is not None else product.market_place_id
-    if chosen is None:
-        raise CartError(f"Please choose where to buy {product.title}.")
-    if product.market_place_id is not None and chosen != product.market_place_id:
-        raise CartError(f"{product.title} is not sold at that market.")
-    if not fits_sql_integer(chosen) or await session.get(MarketPlace, chosen) is None:
-        raise NotFoundError("That market does not exist.")
-    return chosen
-
-
 async def _cart_currencies(session: AsyncSession, identity: Identity) -> set[str]:
     line_currencies = (
         select(Product.currency)
@@ -80,7 +77,11 @@ async def _cart_currencies(session: AsyncSession, identity: Identity) -> set[str
 
 async def check_currency(session: AsyncSession, identity: Identity, currency: str) -> None:
     """Refuse to put a second currency into a cart."""
-    held = await _cart_currencies(session, identity)
+    refuse_second_currency(await _cart_currencies(session, identity), currency)
+
+
+def refuse_second_currency(held: set[str], currency: str) -> None:
+    """`CartError` when the cart holds another currency than `currency`."""
     if held and currency not in held:
         raise CartError(
             f"Your cart holds items priced in {', '.join(sorted(held))}; this one is priced "
@@ -88,12 +89,26 @@ async def check_currency(session: AsyncSession, identity: Identity, currency: st
         )
 
 
-def _live_line_conflict(identity: Identity) -> dict[str, object]:
-    owner = "user_id" if identity.user_id is not None else "session_id"
-    return {
-        "index_elements": [owner, "product_id", "market_place_id"],
-        "index_where": text(f"deleted_at IS NULL AND {owner} IS NOT NULL"),
-    }
+@lru_cache(maxsize=4)
+def _upsert_statement(kind: OwnerKind) -> ReturningInsert[Any]:
+    """Add to the owner's live line, or insert it; built once per owner kind."""
+    owner = "user_id" if kind == "user" else "session_id"
+    statement = insert(CartItem).values(
+        user_id=bindparam("user_id", type_=Integer),
+        session_id=bindparam("session_id"),
+        product_id=bindparam("product_id"),
+        market_place_id=bindparam("market_place_id"),
+        quantity=bindparam("quantity"),
+    )
+    return statement.on_conflict_do_update(
+        index_elements=[owner, "product_id", "market_place_id"],
+        index_where=text(f"deleted_at IS NULL AND {owner} IS NOT NULL"),
+        set_={
+            "quantity": CartItem.quantity + statement.excluded.quantity,
+            "updated_at": func.now(),
+        },
+        where=CartItem.quantity + statement.excluded.quantity <= bindparam("max_quantity"),
+    ).returning(CartItem.quantity)
 
 
 async def upsert_line(
@@ -106,22 +121,45 @@ async def upsert_line(
     max_quantity: int,
 ) -> int | None:
     """Add `quantity` to the owner's live line; None when that would pass the maximum."""
-    statement = insert(CartItem).values(
-        **identity.columns(),
-        product_id=product_id,
-        market_place_id=market_place_id,
-        quantity=quantity,
-    )
-    upsert = statement.on_conflict_do_update(
-        **_live_line_conflict(identity),  # type: ignore[arg-type]
-        set_={
-            "quantity": CartItem.quantity + statement.excluded.quantity,
-            "updated_at": func.now(),
+    new_quantity: int | None = await session.scalar(
+        _upsert_statement(owner_kind(identity)),
+        {
+            **identity.columns(),
+            "product_id": product_id,
+            "market_place_id": market_place_id,
+            "quantity": quantity,
+            "max_quantity": max_quantity,
         },
-        where=CartItem.quantity + statement.excluded.quantity <= max_quantity,
-    ).returning(CartItem.quantity)
-    new_quantity: int | None = await session.scalar(upsert)
+    )
     return new_quantity
+
+
+@lru_cache(maxsize=4)
+def _offer_query(kind: OwnerKind) -> Select[Any]:
+    """What an add checks, in one statement: the product, whether the chosen market
+    exists (the form's, else the product's), and the currencies the cart holds."""
+    chosen = func.coalesce(bindparam("market_place_id", type_=Integer), Product.market_place_id)
+    in_cart = aliased(Product)
+    held = union_all(
+        select(in_cart.currency.label("currency"))
+        .join(CartItem, CartItem.product_id == in_cart.id)
+        .where(owner_condition(CartItem, kind), CartItem.deleted_at.is_(None)),
+        select(CalendarEntry.currency).where(
+            owner_condition(CalendarEntry, kind),
+            CalendarEntry.state == "pending",
+            CalendarEntry.deleted_at.is_(None),
+        ),
+    ).subquery("held")
+    return select(
+        Product.title,
+        Product.deleted_at,
+        Product.regular_price,
+        Product.special_price,
+        Product.currency,
+        Product.market_place_id,
+        select(MarketPlace.id).where(MarketPlace.id == chosen).exists().label("market_exists"),
+        select(func.array_agg(func.distinct(held.c.currency))).scalar_subquery().label("held"),
+    ).where(Product.id == bindparam("product_id"))
 
 
 async def add_to_cart(
@@ -133,24 +171,43 @@ async def add_to_cart(
     market_place_id: int | None,
     max_quantity: int,
 ) -> LineChange:
-    """Put `quantity` of a product in the owner's cart (adding to a line already there)."""
+    """Put `quantity` of a product in the owner's cart (adding to a line already there).
+
+    Under the owner's lock: one statement reads everything the checks need (the same
+    checks, in the same order, as `_buyable_product`, `_market_place_for` and
+    `check_currency`), then the conditional upsert.
+    """
     await lock_identity(session, identity)
-    product = await _buyable_product(session, product_id)
-    market = await _market_place_for(session, product, market_place_id)
-    await check_currency(session, identity, product.currency)
+    row = None
+    if fits_sql_integer(product_id):
+        asked = market_place_id if fits_sql_integer(market_place_id) else None
+        params = {**owner_params(identity), "product_id": product_id, "market_place_id": asked}
+        row = (await session.execute(_offer_query(owner_kind(identity)), params)).first()
+    if row is None or row.deleted_at is not None:
+        raise NotFoundError("That product is not available any more.")
+    if unit_price(row.regular_price, row.special_price) is None:
+        raise CartError(f"{row.title} has no price yet, so it cannot be bought.")
+    market = market_place_id if market_place_id is not None else row.market_place_id
+    if market is None:
+        raise CartError(f"Please choose where to buy {row.title}.")
+    if row.market_place_id is not None and market != row.market_place_id:
+        raise CartError(f"{row.title} is not sold at that market.")
+    if not fits_sql_integer(market) or not row.market_exists:
+        raise NotFoundError("That market does not exist.")
+    refuse_second_currency(set(row.held or ()), row.currency)
     if quantity > max_quantity:
-        raise CartError(f"You can have at most {max_quantity} of {product.title} in your cart.")
+        raise CartError(f"You can have at most {max_quantity} of {row.title} in your cart.")
     new_quantity = await upsert_line(
         session,
         identity,
-        product_id=product.id,
+        product_id=product_id,
         market_place_id=market,
         quantity=quantity,
         max_quantity=max_quantity,
     )
     if new_quantity is None:
-        raise CartError(f"You can have at most {max_quantity} of {product.title} in your cart.")
-    return LineChange(product.title, new_quantity, product.id)
+        raise CartError(f"You can have at most {max_quantity} of {row.title} in your cart.")
+    return LineChange(row.title, new_quantity, product_id)
 
 
 async def _live_lines(

@@ -1,0 +1,105 @@
+"""Hot reads on the asyncpg connection under SQLAlchemy's pool, statements compiled once.
+
+The summary API is the service's hottest path (the sibling apps call it on every page
+they render). Through an `AsyncSession` its one query cost about four times the
+query itself in CPU (session, greenlet hops, compiled-cache lookup, execution
+context, result objects: bench/README.md). A `DirectQuery` is a Core statement
+compiled once, at first use, to asyncpg's SQL text and parameter order; it then runs
+with `fetchrow` on a driver connection: the one under the request's session (inside
+its transaction, so a write's JSON answer sees the write) or one checked out of the
+same pool for a request that has no session (`services.db.db_connection`).
+
+What asyncpg sends here is still counted: the query-budget tests and `bench.queries`
+see it through asyncpg's query logger, as they see `BEGIN` and `COMMIT`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import asyncpg
+from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.expression import ClauseElement
+
+_DIALECT = PGDialect_asyncpg()  # `$1` parameters, as asyncpg takes them
+
+
+class DirectQuery:
+    """A Core statement as asyncpg SQL: compiled once, then only its values change.
+
+    `parameters` names the bound parameters a caller supplies on every run (`bindparam`
+    without a value); every other value (constants, the items of an `IN (...)`) is
+    fixed at compile time.
+    """
+
+    def __init__(self, statement: ClauseElement, *, parameters: tuple[str, ...] = ()) -> None:
+        compiled = statement.compile(dialect=_DIALECT)
+        assert isinstance(compiled, SQLCompiler)
+        # Expands `IN (...)` once, here, instead of on every execution.
+        state = compiled.construct_expanded_state(dict.fromkeys(parameters))
+        self.sql = state.statement
+        self.parameters = frozenset(parameters)
+        self._order = tuple(state.positiontup or ())
+        self._fixed = {
+            name: _processed(state.processors.get(name), value)
+            for name, value in state.parameters.items()
+            if name not in self.parameters
+        }
+        self._processors = {name: state.processors.get(name) for name in parameters}
+
+    def arguments(self, values: Mapping[str, Any]) -> list[Any]:
+        """The positional arguments for asyncpg; every supplied parameter is required."""
+        missing = self.parameters - values.keys()
+        if missing:
+            raise KeyError(f"no value for {', '.join(sorted(missing))}")
+        return [
+            _processed(self._processors[name], values[name])
+            if name in self.parameters
+            else self._fixed[name]
+            for name in self._order
+        ]
+
+
+def _processed(processor: Any, value: Any) -> Any:
+    return processor(value) if processor is not None and value is not None else value
+
+
+class DriverConnectionLost(DBAPIError):
+    """The connection died under a direct read (PostgreSQL restarted, a backend was
+    terminated): handled like SQLAlchemy's own lost connections (`services.db`)."""
+
+
+async def fetch_all(
+    connection: asyncpg.Connection, query: DirectQuery, values: Mapping[str, Any]
+) -> list[asyncpg.Record]:
+    """Every row of `query` run with `values`."""
+    arguments = query.arguments(values)
+    try:
+        return await connection.fetch(query.sql, *arguments)
+    except Exception as error:
+        raise _lost(connection, query, arguments, error) from error
+
+
+async def fetch_row(
+    connection: asyncpg.Connection, query: DirectQuery, values: Mapping[str, Any]
+) -> asyncpg.Record | None:
+    """The first row of `query` run with `values` (asyncpg keeps it prepared per connection)."""
+    arguments = query.arguments(values)
+    try:
+        return await connection.fetchrow(query.sql, *arguments)
+    except Exception as error:
+        raise _lost(connection, query, arguments, error) from error
+
+
+def _lost(
+    connection: asyncpg.Connection, query: DirectQuery, arguments: list[Any], error: Exception
+) -> Exception:
+    """The error to raise: `DriverConnectionLost` when the connection died, else `error`."""
+    if not connection.is_closed():
+        return error
+    return DriverConnectionLost(
+        query.sql, arguments, error, hide_parameters=True, connection_invalidated=True
+    )
