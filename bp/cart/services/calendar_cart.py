@@ -19,12 +19,12 @@ from sqlalchemy import ColumnElement, Select, and_, bindparam, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bp.cart.services.get_cart import (
-    OWNER_PARAMETERS,
     OwnerKind,
     PageRef,
     owner_condition,
     owner_kind,
-    owner_params,
+    owner_page_parameters,
+    owner_page_params,
 )
 from bp.cart.services.identity import Identity, lock_identity
 from bp.cart.services.update_cart import fits_sql_integer
@@ -103,15 +103,7 @@ def _entries_query(kind: OwnerKind, scoped: bool) -> Select[*tuple[Any, ...]]:
 
 @lru_cache(maxsize=8)
 def _direct_entries_query(kind: OwnerKind, scoped: bool) -> DirectQuery:
-    parameters = (*OWNER_PARAMETERS[kind], *(("page_id",) if scoped else ()))
-    return DirectQuery(_entries_query(kind, scoped), parameters=parameters)
-
-
-def _entry_params(identity: Identity, page_id: int | None) -> dict[str, Any]:
-    params = owner_params(identity)
-    if page_id is not None:
-        params["page_id"] = page_id
-    return params
+    return DirectQuery(_entries_query(kind, scoped), parameters=owner_page_parameters(kind, scoped))
 
 
 def _cart_entries(rows: Iterable[Mapping[Any, Any]]) -> list[CartEntry]:
@@ -139,7 +131,7 @@ async def get_cart_entries(
     connection = await session.connection()
     rows = await connection.execute(
         _entries_query(owner_kind(identity), page_id is not None),
-        _entry_params(identity, page_id),
+        owner_page_params(identity, page_id),
     )
     return _cart_entries(row._mapping for row in rows)
 
@@ -149,7 +141,7 @@ async def read_cart_entries(
 ) -> list[CartEntry]:
     """The same entries for a page that only shows them: a direct read."""
     query = _direct_entries_query(owner_kind(identity), page_id is not None)
-    return _cart_entries(await fetch_all(connection, query, _entry_params(identity, page_id)))
+    return _cart_entries(await fetch_all(connection, query, owner_page_params(identity, page_id)))
 
 
 async def remove_entry_from_cart(

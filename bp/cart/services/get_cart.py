@@ -121,17 +121,24 @@ def _lines_query(kind: OwnerKind, scoped: bool, for_update: bool) -> Select[*tup
     return query
 
 
-@lru_cache(maxsize=8)
-def _direct_lines_query(kind: OwnerKind, scoped: bool) -> DirectQuery:
-    parameters = (*OWNER_PARAMETERS[kind], *(("page_id",) if scoped else ()))
-    return DirectQuery(_lines_query(kind, scoped, False), parameters=parameters)
+def owner_page_parameters(kind: OwnerKind, scoped: bool) -> tuple[str, ...]:
+    """The bound parameters of a cart read for one owner, optionally of one page."""
+    return (*OWNER_PARAMETERS[kind], *(("page_id",) if scoped else ()))
 
 
-def _line_params(identity: Identity, page_id: int | None) -> dict[str, Any]:
+def owner_page_params(identity: Identity, page_id: int | None) -> dict[str, Any]:
+    """Their values: the owner's, and the page's when the read is scoped to one."""
     params = owner_params(identity)
     if page_id is not None:
         params["page_id"] = page_id
     return params
+
+
+@lru_cache(maxsize=8)
+def _direct_lines_query(kind: OwnerKind, scoped: bool) -> DirectQuery:
+    return DirectQuery(
+        _lines_query(kind, scoped, False), parameters=owner_page_parameters(kind, scoped)
+    )
 
 
 def _cart_lines(rows: Iterable[Mapping[Any, Any]]) -> list[CartLine]:
@@ -174,7 +181,7 @@ async def get_cart_lines(
     """
     statement = _lines_query(owner_kind(identity), page_id is not None, for_update)
     connection = await session.connection()
-    rows = await connection.execute(statement, _line_params(identity, page_id))
+    rows = await connection.execute(statement, owner_page_params(identity, page_id))
     return _cart_lines(row._mapping for row in rows)
 
 
@@ -183,4 +190,4 @@ async def read_cart_lines(
 ) -> list[CartLine]:
     """The same lines for a page that only shows them: a direct read (no lock)."""
     query = _direct_lines_query(owner_kind(identity), page_id is not None)
-    return _cart_lines(await fetch_all(connection, query, _line_params(identity, page_id)))
+    return _cart_lines(await fetch_all(connection, query, owner_page_params(identity, page_id)))

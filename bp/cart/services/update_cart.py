@@ -53,11 +53,18 @@ class LineChange:
 
 async def _buyable_product(session: AsyncSession, product_id: int) -> Product:
     product = await session.get(Product, product_id) if fits_sql_integer(product_id) else None
+    refuse_unbuyable(product)
+    assert product is not None
+    return product
+
+
+def refuse_unbuyable(product: Any) -> None:
+    """404 for a product that is gone, `CartError` for one without a price (`product` is
+    a `Product` or a row with its title, deleted_at and prices)."""
     if product is None or product.deleted_at is not None:
         raise NotFoundError("That product is not available any more.")
     if unit_price(product.regular_price, product.special_price) is None:
         raise CartError(f"{product.title} has no price yet, so it cannot be bought.")
-    return product
 
 
 async def _cart_currencies(session: AsyncSession, identity: Identity) -> set[str]:
@@ -173,9 +180,8 @@ async def add_to_cart(
 ) -> LineChange:
     """Put `quantity` of a product in the owner's cart (adding to a line already there).
 
-    Under the owner's lock: one statement reads everything the checks need (the same
-    checks, in the same order, as `_buyable_product`, `_market_place_for` and
-    `check_currency`), then the conditional upsert.
+    Under the owner's lock: one statement reads everything the checks need (product,
+    market, the cart's currencies), then the conditional upsert.
     """
     await lock_identity(session, identity)
     row = None
@@ -183,10 +189,8 @@ async def add_to_cart(
         asked = market_place_id if fits_sql_integer(market_place_id) else None
         params = {**owner_params(identity), "product_id": product_id, "market_place_id": asked}
         row = (await session.execute(_offer_query(owner_kind(identity)), params)).first()
-    if row is None or row.deleted_at is not None:
-        raise NotFoundError("That product is not available any more.")
-    if unit_price(row.regular_price, row.special_price) is None:
-        raise CartError(f"{row.title} has no price yet, so it cannot be bought.")
+    refuse_unbuyable(row)
+    assert row is not None
     market = market_place_id if market_place_id is not None else row.market_place_id
     if market is None:
         raise CartError(f"Please choose where to buy {row.title}.")
