@@ -1,0 +1,210 @@
+"""Where a request's CPU goes: the app and the reference app driven in-process.
+
+    .venv/bin/python -m bench.profile                          # CPU ms per request, every row
+    .venv/bin/python -m bench.profile --only "summary, 30 lines" --profile
+    .venv/bin/python -m bench.profile --only "page cart, 30 lines" --profile --html out.html
+
+No server and no load generator: the ASGI apps are called directly under uvloop
+with `--concurrency` requests in flight, on the data set and the requests of
+`bench.run` (the same shoppers, cookies and forms), so the process's CPU time per
+request is the app's own cost without hypercorn's and wrk's. `/floor` and `/hello`
+run the same way, so every row is also given as a ratio to them. With `--profile`
+the measured requests of each row run under pyinstrument and its call tree is
+printed (or written as HTML); profiling slows everything, so read the ratios from a
+run without it. A tool for finding the time, not the report: the report's numbers
+come from `bench.run`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from bench.common import bench_environment, forget_redis_keys
+from bench.dataset import build_dataset
+from bench.run import FLOOR, HELLO, Endpoint, WrkRequest, endpoints, requests_for
+
+Asgi = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
+
+
+async def call(app: Asgi, request: WrkRequest) -> tuple[int, dict[str, str]]:
+    """One request through the ASGI app; its status and headers (the body is dropped)."""
+    path, _, query = request.path.partition("?")
+    body = request.body.encode()
+    headers = [(b"host", b"127.0.0.1")]
+    headers += [(k.lower().encode(), v.encode()) for k, v in request.headers.items()]
+    if body:
+        headers.append((b"content-length", str(len(body)).encode()))
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.3"},
+        "http_version": "1.1",
+        "method": request.method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": query.encode(),
+        "root_path": "",
+        "headers": headers,
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 80),
+        "extensions": {},
+    }
+    sent = False
+    answer: dict[str, Any] = {}
+
+    async def receive() -> dict[str, Any]:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        await asyncio.Event().wait()  # the client never disconnects
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            answer["status"] = message["status"]
+            answer["headers"] = {k.decode(): v.decode() for k, v in message["headers"]}
+
+    await app(scope, receive, send)
+    return answer.get("status", 0), answer.get("headers", {})
+
+
+async def drive(app: Asgi, requests: list[WrkRequest], count: int, concurrency: int) -> None:
+    """`count` requests, `concurrency` in flight, cycling through `requests`."""
+    queue = iter(range(count))
+
+    async def worker() -> None:
+        for n in queue:
+            status, _ = await call(app, requests[n % len(requests)])
+            if status >= 400:
+                raise RuntimeError(f"{requests[n % len(requests)].path} answered {status}")
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+
+
+async def cpu_per_request(
+    app: Asgi, requests: list[WrkRequest], args: argparse.Namespace, profiler: Any = None
+) -> float:
+    """CPU ms per request: the least of `--repeats` runs of `--requests` requests."""
+    await drive(app, requests, args.requests // 4, args.concurrency)  # warm up
+    best = float("inf")
+    for _ in range(args.repeats):
+        if profiler is not None:
+            profiler.start()
+        started = time.process_time()
+        await drive(app, requests, args.requests, args.concurrency)
+        best = min(best, (time.process_time() - started) * 1000 / args.requests)
+        if profiler is not None:
+            profiler.stop()
+    return best
+
+
+async def run(args: argparse.Namespace, setup: Any) -> int:
+    from config import load_settings
+
+    settings = load_settings()
+    data = await build_dataset(
+        setup.database_url,
+        setup.database_name,
+        setup.redis_url,
+        secret_key=settings.secret_key.reveal(),
+        session_prefix=settings.session.redis_prefix,
+        session_ttl=3600,
+        shoppers=args.shoppers,
+        shoppers_with_orders=60,
+    )
+    from app import create_app
+    from bench import reference_app
+
+    cart = create_app()
+    bearer = f"Bearer {settings.internal_api_token.reveal()}"
+    rows = [
+        e
+        for e in endpoints(bearer)
+        if e.name != "checkout to the hosted page" and (not args.only or e.name in args.only)
+    ]
+    apps: dict[str, Any] = {"app": cart, "reference": reference_app.app}
+    for app in apps.values():
+        await app.startup()
+    try:
+        reference: dict[str, float] = {}
+        for endpoint in (FLOOR, HELLO):
+            reference[endpoint.name] = await cpu_per_request(
+                apps["reference"], requests_for(endpoint, data), args
+            )
+            print(f"{endpoint.name:<32} {reference[endpoint.name]:6.3f} ms CPU/req", flush=True)
+        for endpoint in rows:
+            await profile_row(endpoint, apps, data, reference, args)
+    finally:
+        for app in apps.values():
+            await app.shutdown()
+        await forget_redis_keys(setup.redis_url, keys=data.session_keys, patterns=[])
+    return 0
+
+
+async def profile_row(
+    endpoint: Endpoint,
+    apps: dict[str, Any],
+    data: Any,
+    reference: dict[str, float],
+    args: argparse.Namespace,
+) -> None:
+    profiler = None
+    if args.profile:
+        from pyinstrument import Profiler
+
+        profiler = Profiler(interval=0.0002, async_mode="disabled")
+    requests = requests_for(endpoint, data)
+    ms = await cpu_per_request(apps[endpoint.server], requests, args, profiler)
+    print(
+        f"{endpoint.name:<32} {ms:6.3f} ms CPU/req   × floor {reference['/floor'] / ms:5.2f}"
+        f"   × hello {reference['/hello'] / ms:5.2f}",
+        flush=True,
+    )
+    if profiler is not None:
+        if args.html:
+            name = endpoint.name.replace(" ", "_").replace(",", "")
+            path = Path(args.html).with_stem(f"{Path(args.html).stem}-{name}")
+            path.write_text(profiler.output_html())
+            print(f"  profile: {path}")
+        else:
+            print(profiler.output_text(unicode=True, color=False, show_all=False))
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
+    parser.add_argument("--only", nargs="+", default=[], help="only these rows, by name")
+    parser.add_argument("--shoppers", type=int, default=3000)
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--html", help="write each profile as HTML beside this path")
+    return parser.parse_args(argv)
+
+
+def main() -> int:
+    args = parse_args()
+    import uvloop
+
+    with bench_environment(production=True) as setup:
+        # As `bench.run` configures both servers; nothing here calls SumUp.
+        os.environ.update(
+            SESSION_COOKIE_SECURE="true",
+            PUBLIC_URL="http://127.0.0.1",
+            SUMUP_BASE_URL="http://127.0.0.1:9",
+            SUMUP_API_KEY="sup_sk_sandbox_coop",
+            SUMUP_MERCHANT_CODE="MCOOP0001",
+        )
+        return uvloop.run(run(args, setup))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
