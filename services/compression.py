@@ -59,12 +59,21 @@ def compress(data: bytes, encoding: str, *, static: bool = False) -> bytes:
 
 
 def _worth_compressing(response: Response) -> bool:
+    # The cheap checks first: most API answers stop at the length.
+    length = response.content_length
     return (
         response.status_code == 200
+        and (length is None or length >= MIN_SIZE)
         and response.mimetype in COMPRESSIBLE
         and "Content-Encoding" not in response.headers
-        and (response.content_length is None or response.content_length >= MIN_SIZE)
     )
+
+
+def _vary_on_encoding(response: Response) -> None:
+    if "Vary" in response.headers:
+        response.vary.add("Accept-Encoding")
+    else:
+        response.headers["Vary"] = "Accept-Encoding"
 
 
 def init_compression(app: Quart) -> None:
@@ -73,9 +82,9 @@ def init_compression(app: Quart) -> None:
 
     @app.after_request
     async def _compress(response: Response) -> Response:
-        response.vary.add("Accept-Encoding")
         if not _worth_compressing(response):
-            return response
+            return response  # the same bytes whatever the client accepts: no Vary
+        _vary_on_encoding(response)
         encoding = choose_encoding(request.headers.get("Accept-Encoding", ""))
         if encoding is None:
             return response

@@ -17,6 +17,8 @@ import time
 import uuid
 from collections.abc import Iterable, MutableMapping
 from contextvars import ContextVar
+from datetime import UTC, datetime
+from json import dumps as json_dumps
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
@@ -102,7 +104,6 @@ class _Redactor:
 
 def _shared_processors(redactor: _Redactor) -> list[Any]:
     return [
-        structlog.contextvars.merge_contextvars,
         _add_request_id,
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
@@ -119,19 +120,51 @@ class _OurHandler(logging.StreamHandler):
     """Marks the handler this module installed, so configuring again replaces it."""
 
 
+# What the access line carries besides the common keys (`_finish` below logs exactly these).
+ACCESS_FIELDS = ("method", "route", "status", "duration_ms", "pid")
+
+
+class _JsonFormatter(structlog.stdlib.ProcessorFormatter):
+    """structlog's formatter, with the access line rendered directly.
+
+    The access line is written once per request, so the whole processor chain (a copy
+    of the record, extras found by elimination, a stamper, a renderer) showed in every
+    request's cost. Its fields are known: the same keys, in the same order, with the
+    same scrubbing, are put together here and dumped once.
+    """
+
+    def __init__(self, redactor: _Redactor, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.redactor = redactor
+
+    def format(self, record: logging.LogRecord) -> str:
+        if record.name != access_log.name or record.args or record.exc_info:
+            return super().format(record)
+        event: dict[str, Any] = {}
+        request_id = _request_id.get()
+        if request_id is not None:
+            event["request_id"] = request_id
+        event["level"] = record.levelname.lower()
+        event["logger"] = record.name
+        event["timestamp"] = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+        event["message"] = record.getMessage()
+        for key in ACCESS_FIELDS:
+            event[key] = getattr(record, key, None)
+        return json_dumps(self.redactor(None, "", event))
+
+
 def log_formatter(*, json: bool, secrets: Iterable[str] = ()) -> logging.Formatter:
     """The formatter of every record: JSON (`json`) or readable text, secrets scrubbed."""
-    renderer: Any = (
-        structlog.processors.JSONRenderer(sort_keys=False)
-        if json
-        else structlog.dev.ConsoleRenderer(
-            colors=sys.stderr.isatty(), event_key="message", pad_event_to=40
-        )
+    redactor = _Redactor(secrets)
+    chain: dict[str, Any] = dict(foreign_pre_chain=_shared_processors(redactor))
+    meta = structlog.stdlib.ProcessorFormatter.remove_processors_meta
+    if json:
+        renderer = structlog.processors.JSONRenderer(sort_keys=False)
+        return _JsonFormatter(redactor, processors=[meta, renderer], **chain)
+    console = structlog.dev.ConsoleRenderer(
+        colors=sys.stderr.isatty(), event_key="message", pad_event_to=40
     )
-    return structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=_shared_processors(_Redactor(secrets)),
-        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
-    )
+    return structlog.stdlib.ProcessorFormatter(processors=[meta, console], **chain)
 
 
 def configure_logging(*, json: bool, level: str = "INFO", secrets: Iterable[str] = ()) -> None:
@@ -141,6 +174,9 @@ def configure_logging(*, json: bool, level: str = "INFO", secrets: Iterable[str]
     program's) keeps them; only ours is replaced.
     """
     secrets = list(secrets)
+    # No line shows the process, thread or task a record was made in (the access line
+    # carries its worker's pid): making every record look them up is wasted per request.
+    logging.logProcesses = logging.logThreads = logging.logMultiprocessing = False
     formatter = log_formatter(json=json, secrets=secrets)
     # structlog's own loggers (structlog.get_logger) end in the same formatter.
     structlog.configure(
@@ -206,7 +242,7 @@ def init_request_logging(app: Quart) -> None:
         request_id = request_id_from(request.headers.get(REQUEST_ID_HEADER))
         _request_id.set(request_id)
         g.request_id = request_id
-        g.request_started_at = time.perf_counter()
+        g.request_started_at = time.perf_counter()  # the metrics time the request from it too
 
     @app.after_request
     async def _finish(response: Response) -> Response:

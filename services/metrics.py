@@ -16,6 +16,7 @@ import os
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -109,23 +110,37 @@ def checkout_outcome(status: int) -> str:
     return "refused"
 
 
+# Any token is a method to HTTP: others are counted together, so a client cannot mint series.
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
 def init_metrics(app: Quart) -> None:
     """Count and time every request by route (the rule, not the URL, to bound cardinality)."""
 
-    @app.before_request
-    async def _start_timer() -> None:
-        g.metrics_started = time.perf_counter()
+    # The labelled children, looked up once per method, route and status: `labels()`
+    # validates and locks on every call. Routes are the app's rules, so these stay small.
+    latencies: dict[tuple[str, str], Any] = {}
+    counts: dict[tuple[str, str, int], Any] = {}
 
     @app.after_request
     async def _observe(response: Response) -> Response:
         rule = request.url_rule
         route = rule.rule if rule is not None else "unmatched"
-        started = g.get("metrics_started")
+        method = request.method if request.method in KNOWN_METHODS else "other"
+        # Started by the request logging's before-request hook (`services.logging_setup`).
+        started = g.get("request_started_at")
         if started is not None:
-            LATENCY.labels(request.method, route).observe(time.perf_counter() - started)
-        REQUESTS.labels(request.method, route, str(response.status_code)).inc()
+            latency = latencies.get((method, route))
+            if latency is None:
+                latency = latencies[method, route] = LATENCY.labels(method, route)
+            latency.observe(time.perf_counter() - started)
+        status = response.status_code
+        count = counts.get((method, route, status))
+        if count is None:
+            count = counts[method, route, status] = REQUESTS.labels(method, route, str(status))
+        count.inc()
         if request.endpoint in CHECKOUT_ENDPOINTS:
-            CHECKOUT_OUTCOMES.labels(checkout_outcome(response.status_code)).inc()
+            CHECKOUT_OUTCOMES.labels(checkout_outcome(status)).inc()
         return response
 
 

@@ -29,12 +29,15 @@ def init_security_headers(app: Quart) -> None:
     static_path = f"{app.static_url_path}/" if app.static_url_path else "/static/"
     secure = app.config["SETTINGS"].session.cookie_secure
 
+    wanted = {**HEADERS, **({"Strict-Transport-Security": HSTS} if secure else {})}
+    defaults = [(name.lower(), name, value) for name, value in wanted.items()]
+
     @app.after_request
     async def _security_headers(response: Response) -> Response:
-        for name, value in HEADERS.items():
-            response.headers.setdefault(name, value)
-        if secure:
-            response.headers.setdefault("Strict-Transport-Security", HSTS)
+        headers = response.headers
+        # One pass over what the answer has (a header it set itself is kept), then one add each.
+        present = {name.lower() for name, _ in headers.items()}
+        headers.extend([(name, value) for key, name, value in defaults if key not in present])
         if not request.path.startswith(static_path):
-            response.headers["Cache-Control"] = "private, no-store"
+            headers["Cache-Control"] = "private, no-store"
         return response

@@ -25,7 +25,7 @@ import hmac
 import json
 import logging
 import secrets
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, cast
 
 from itsdangerous import BadSignature, Signer
@@ -77,10 +77,13 @@ class RedisSession(SecureCookieSession):
         stored: bool = False,
         unavailable: bool = False,
         anchor: str | None = None,
+        read_anchor: Callable[[], str | None] | None = None,
     ) -> None:
         super().__init__(initial)
         self.sid = sid
-        self.anchor = anchor
+        self._anchor = anchor
+        # A stored session needs its anchor only for forms: unsigned when first asked for.
+        self._read_anchor = read_anchor
         self.stored = stored
         self.new = not stored
         self.unavailable = unavailable
@@ -90,6 +93,17 @@ class RedisSession(SecureCookieSession):
         self.changed: dict[str, Any] = {}
         self.removed: set[str] = set()
         self.new_anchor: str | None = None
+
+    @property
+    def anchor(self) -> str | None:
+        """The browser's anchor (from its signed cookie), None when it has none."""
+        if self._read_anchor is not None:
+            self._anchor, self._read_anchor = self._read_anchor(), None
+        return self._anchor
+
+    @anchor.setter
+    def anchor(self, value: str | None) -> None:
+        self._anchor, self._read_anchor = value, None
 
     # --- change tracking ---------------------------------------------------------
 
@@ -235,19 +249,27 @@ class RedisSessionInterface(SessionInterface):
         return _decode(raw, sid), int(ttl)
 
     async def open_session(self, app: Quart, request: BaseRequestWebsocket) -> RedisSession:
-        anchor = self.anchor_from_cookie(request.cookies.get(self.anchor_cookie))
-        sid = self.sid_from_cookie(request.cookies.get(self.settings.cookie_name))
+        cookies = request.cookies
+        anchor_cookie = cookies.get(self.anchor_cookie)
+        sid = self.sid_from_cookie(cookies.get(self.settings.cookie_name))
         if sid is not None:
             try:
                 data, ttl = await self.load(sid)
             except RedisError as error:
                 # Never raise here: Quart would answer a bare 500 before any handler ran.
                 log.warning("session store unavailable: %s", error.__class__.__name__)
+                anchor = self.anchor_from_cookie(anchor_cookie)
                 return RedisSession(sid=None, unavailable=True, anchor=anchor)
             if data is not None:
-                stored = RedisSession(data, sid=sid, stored=True, anchor=anchor)
+                stored = RedisSession(
+                    data,
+                    sid=sid,
+                    stored=True,
+                    read_anchor=lambda: self.anchor_from_cookie(anchor_cookie),
+                )
                 stored.refresh = 0 <= ttl < self.settings.ttl_seconds - self.refresh_seconds
                 return stored
+        anchor = self.anchor_from_cookie(anchor_cookie)
         provisional = self.provisional_sid(anchor) if anchor else None
         return RedisSession(sid=provisional, anchor=anchor)
 

@@ -116,3 +116,44 @@ async def test_each_request_gets_one_access_line_and_its_id_echoed(
     assert lines[0]["method"] == "GET" and lines[0]["status"] == 200
     assert isinstance(lines[0]["duration_ms"], float)
     assert current_request_id() is None  # nothing leaks out of the request
+
+
+def _access_record(**fields: Any) -> logging.LogRecord:
+    return logging.getLogger("cart.access").makeRecord(
+        "cart.access", logging.INFO, __file__, 1, "request", (), None, extra=fields
+    )
+
+
+def test_the_access_line_has_the_keys_and_order_of_every_other_line() -> None:
+    fields = {"method": "GET", "route": "/cart/", "status": 200, "duration_ms": 1.5, "pid": 7}
+    bind_request_id("req-9")
+    try:
+        access = json.loads(log_formatter(json=True).format(_access_record(**fields)))
+        general = json.loads(
+            log_formatter(json=True).format(
+                logging.getLogger("other").makeRecord(
+                    "other", logging.INFO, __file__, 1, "request", (), None, extra=fields
+                )
+            )
+        )
+    finally:
+        bind_request_id(None)
+    assert list(access) == list(general)
+    assert {k: v for k, v in access.items() if k not in ("logger", "timestamp")} == {
+        k: v for k, v in general.items() if k not in ("logger", "timestamp")
+    }
+    assert access["logger"] == "cart.access" and access["timestamp"].endswith("Z")
+
+
+def test_a_secret_sent_as_a_request_id_is_scrubbed_from_the_access_line() -> None:
+    # Secrets are URL-safe tokens: one passes as a "sane" X-Request-ID.
+    secret = "s3cret-token_value"
+    assert request_id_from(secret) == secret
+    bind_request_id(secret)
+    try:
+        record = _access_record(method="GET", route="/", status=200, duration_ms=1.0, pid=1)
+        line = log_formatter(json=True, secrets=[secret]).format(record)
+    finally:
+        bind_request_id(None)
+    assert secret not in line
+    assert json.loads(line)["request_id"] == "[redacted]"

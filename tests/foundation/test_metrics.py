@@ -6,6 +6,7 @@ import asyncio
 
 import pytest
 from prometheus_client import REGISTRY
+from quart.typing import TestClientProtocol as Client
 
 from services.metrics import checkout_outcome, observe_sumup, record_sweep
 
@@ -58,3 +59,24 @@ def test_a_sweep_round_counts_its_findings_and_a_failed_round_counts_as_failed()
 )
 def test_a_checkout_answer_names_its_outcome(status: int, outcome: str) -> None:
     assert checkout_outcome(status) == outcome
+
+
+async def test_requests_are_counted_and_timed_by_route_and_an_unknown_method_is_other(
+    client: Client,
+) -> None:
+    labels = {"method": "GET", "route": "/healthz", "status": "200"}
+    before = _value("cart_http_requests_total", labels)
+    timed = _value("cart_http_request_seconds_count", {"method": "GET", "route": "/healthz"})
+    for _ in range(2):
+        assert (await client.get("/healthz")).status_code == 200
+    assert _value("cart_http_requests_total", labels) == before + 2
+    assert (
+        _value("cart_http_request_seconds_count", {"method": "GET", "route": "/healthz"})
+        == timed + 2
+    )
+    other = {"method": "other", "route": "unmatched", "status": "405"}
+    counted = _value("cart_http_requests_total", other)
+    response = await client.open("/healthz", method="BREW")
+    assert response.status_code == 405
+    assert _value("cart_http_requests_total", other) == counted + 1
+    assert _value("cart_http_requests_total", {**other, "method": "BREW"}) == 0

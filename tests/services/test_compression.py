@@ -56,3 +56,10 @@ async def test_a_client_that_takes_no_compression_gets_the_plain_body(client: Cl
 async def test_json_and_small_answers_are_left_alone_when_tiny(client: Client) -> None:
     response = await client.get("/healthz", headers={"Accept-Encoding": "br"})
     assert "Content-Encoding" not in response.headers
+
+
+async def test_an_answer_too_small_to_compress_is_sent_as_is_without_vary(client: Client) -> None:
+    response = await client.get("/healthz", headers={"Accept-Encoding": "br, gzip"})
+    assert response.status_code == 200
+    assert "Content-Encoding" not in response.headers
+    assert "Vary" not in response.headers  # the same bytes whatever the client accepts
