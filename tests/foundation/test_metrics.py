@@ -76,7 +76,7 @@ async def test_requests_are_counted_and_timed_by_route_and_an_unknown_method_is_
     )
     other = {"method": "other", "route": "unmatched", "status": "405"}
     counted = _value("cart_http_requests_total", other)
-    response = await client.open("/healthz", method="BREW")
+    response = await client.open("/healthz", method="BREW", json=None)
     assert response.status_code == 405
     assert _value("cart_http_requests_total", other) == counted + 1
     assert _value("cart_http_requests_total", {**other, "method": "BREW"}) == 0
