@@ -21,6 +21,7 @@ import argparse
 import asyncio
 import os
 import sys
+import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -28,7 +29,17 @@ from typing import Any
 
 from bench.common import bench_environment, forget_redis_keys
 from bench.dataset import build_dataset
-from bench.run import FLOOR, HELLO, Endpoint, WrkRequest, endpoints, requests_for
+from bench.run import (
+    FLOOR,
+    HELLO,
+    Endpoint,
+    WrkRequest,
+    endpoints,
+    requests_for,
+    sandbox_command,
+    served,
+    wait_until_up,
+)
 
 Asgi = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
 
@@ -83,7 +94,7 @@ async def drive(app: Asgi, requests: list[WrkRequest], count: int, concurrency: 
     async def worker() -> None:
         for n in queue:
             status, _ = await call(app, requests[n % len(requests)])
-            if status >= 400:
+            if status >= 400 or status == 0:
                 raise RuntimeError(f"{requests[n % len(requests)].path} answered {status}")
 
     await asyncio.gather(*(worker() for _ in range(concurrency)))
@@ -125,11 +136,7 @@ async def run(args: argparse.Namespace, setup: Any) -> int:
 
     cart = create_app()
     bearer = f"Bearer {settings.internal_api_token.reveal()}"
-    rows = [
-        e
-        for e in endpoints(bearer)
-        if e.name != "checkout to the hosted page" and (not args.only or e.name in args.only)
-    ]
+    rows = [e for e in endpoints(bearer) if not args.only or e.name in args.only]
     apps: dict[str, Any] = {"app": cart, "reference": reference_app.app}
     for app in apps.values():
         await app.startup()
@@ -194,15 +201,20 @@ def main() -> int:
     args = parse_args()
     import uvloop
 
-    with bench_environment(production=True) as setup:
-        # As `bench.run` configures both servers; nothing here calls SumUp.
+    with (
+        bench_environment(production=True) as setup,
+        tempfile.TemporaryDirectory(prefix="cart-profile-") as workdir,
+        served("sandbox", sandbox_command, Path(workdir), dict(os.environ)) as sandbox,
+    ):
+        # As `bench.run` configures both servers; the checkout row pays at the sandbox.
         os.environ.update(
             SESSION_COOKIE_SECURE="true",
             PUBLIC_URL="http://127.0.0.1",
-            SUMUP_BASE_URL="http://127.0.0.1:9",
+            SUMUP_BASE_URL=sandbox.base_url,
             SUMUP_API_KEY="sup_sk_sandbox_coop",
             SUMUP_MERCHANT_CODE="MCOOP0001",
         )
+        uvloop.run(wait_until_up(sandbox, "/_sandbox/healthz"))
         return uvloop.run(run(args, setup))
 
 
