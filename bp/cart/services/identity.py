@@ -14,10 +14,13 @@ import hashlib
 import secrets
 from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, func, select
+from sqlalchemy import ColumnElement, Text, and_, bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.direct_reads import DirectQuery, fetch_row, session_connection
 
 USER_KEY = "uid"
 ANONYMOUS_KEY = "cart_sid"
@@ -101,8 +104,14 @@ def pending_merge(session: Mapping[str, Any]) -> tuple[int, str] | None:
     return None
 
 
+@cache
+def _owner_lock() -> DirectQuery:
+    key = func.hashtextextended(bindparam("key", type_=Text), 0)
+    return DirectQuery(select(func.pg_advisory_xact_lock(key)), parameters=("key",))
+
+
 async def lock_identity(session: AsyncSession, identity: Identity) -> None:
-    """Serialise cart writes of one owner until the transaction ends."""
-    await session.execute(
-        select(func.pg_advisory_xact_lock(func.hashtextextended(f"cart:{identity.key}", 0)))
-    )
+    """Serialise cart writes of one owner until the transaction ends (in the session's
+    transaction, on its connection: `services.direct_reads`)."""
+    connection = await session_connection(session)
+    await fetch_row(connection, _owner_lock(), {"key": f"cart:{identity.key}"})
