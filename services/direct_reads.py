@@ -99,18 +99,6 @@ async def fetch_row(
         raise _lost(connection, query.sql, arguments, error) from error
 
 
-async def execute(
-    connection: asyncpg.Connection, query: DirectQuery, values: Mapping[str, Any]
-) -> str:
-    """Run `query` (a write returning no rows) with `values`; PostgreSQL's status line."""
-    arguments = query.arguments(values)
-    try:
-        status: str = await connection.execute(query.sql, *arguments)
-    except Exception as error:
-        raise _lost(connection, query.sql, arguments, error) from error
-    return status
-
-
 async def session_connection(session: AsyncSession) -> asyncpg.Connection:
     """The asyncpg connection under `session`, inside the session's transaction.
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
+import asyncpg
 from sqlalchemy import ColumnElement, Text, and_, bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -111,7 +112,11 @@ def _owner_lock() -> DirectQuery:
 
 
 async def lock_identity(session: AsyncSession, identity: Identity) -> None:
-    """Serialise cart writes of one owner until the transaction ends (in the session's
-    transaction, on its connection: `services.direct_reads`)."""
-    connection = await session_connection(session)
+    """Serialise cart writes of one owner until the session's transaction ends."""
+    await lock_owner(await session_connection(session), identity)
+
+
+async def lock_owner(connection: asyncpg.Connection, identity: Identity) -> None:
+    """`lock_identity` on the asyncpg connection of a session, inside its transaction
+    (`services.direct_reads.session_connection`)."""
     await fetch_row(connection, _owner_lock(), {"key": f"cart:{identity.key}"})

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from functools import cache, lru_cache
+from functools import lru_cache
 from typing import Any
 
+import asyncpg
 from sqlalchemy import ColumnElement, Integer, bindparam, func, select, text, union_all, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -25,10 +26,10 @@ from bp.cart.services.get_cart import (
     owner_kind,
     owner_params,
 )
-from bp.cart.services.identity import Identity, lock_identity
+from bp.cart.services.identity import Identity, lock_identity, lock_owner
 from bp.cart.services.total import unit_price
 from models import CalendarEntry, CartItem, MarketPlace, Product
-from services.direct_reads import DirectQuery, execute, fetch_all, fetch_row, session_connection
+from services.direct_reads import DirectQuery, fetch_all, fetch_row, session_connection
 from services.errors import CartError, LineQuantityError, NotFoundError, ServiceError
 
 # Ids and quantities are PostgreSQL `integer`s: a bigger number names nothing, and
@@ -133,8 +134,27 @@ async def upsert_line(
     max_quantity: int,
 ) -> int | None:
     """Add `quantity` to the owner's live line; None when that would pass the maximum."""
-    row = await fetch_row(
+    return await _upsert(
         await session_connection(session),
+        identity,
+        product_id=product_id,
+        market_place_id=market_place_id,
+        quantity=quantity,
+        max_quantity=max_quantity,
+    )
+
+
+async def _upsert(
+    connection: asyncpg.Connection,
+    identity: Identity,
+    *,
+    product_id: int,
+    market_place_id: int,
+    quantity: int,
+    max_quantity: int,
+) -> int | None:
+    row = await fetch_row(
+        connection,
         _upsert_query(owner_kind(identity)),
         {
             **identity.columns(),
@@ -190,14 +210,13 @@ async def add_to_cart(
     Under the owner's lock: one statement reads everything the checks need (product,
     market, the cart's currencies), then the conditional upsert.
     """
-    await lock_identity(session, identity)
+    connection = await session_connection(session)
+    await lock_owner(connection, identity)
     row = None
     if fits_sql_integer(product_id):
         asked = market_place_id if fits_sql_integer(market_place_id) else None
         params = {**owner_params(identity), "product_id": product_id, "market_place_id": asked}
-        row = await fetch_row(
-            await session_connection(session), _offer_query(owner_kind(identity)), params
-        )
+        row = await fetch_row(connection, _offer_query(owner_kind(identity)), params)
     refuse_unbuyable(row)
     assert row is not None
     title = row["title"]
@@ -211,8 +230,8 @@ async def add_to_cart(
     refuse_second_currency(set(row["held"] or ()), row["currency"])
     if quantity > max_quantity:
         raise CartError(f"You can have at most {max_quantity} of {title} in your cart.")
-    new_quantity = await upsert_line(
-        session,
+    new_quantity = await _upsert(
+        connection,
         identity,
         product_id=product_id,
         market_place_id=market,
@@ -250,9 +269,12 @@ def _line_params(
 
 
 @lru_cache(maxsize=4)
-def _locked_lines_query(kind: OwnerKind, by_market: bool) -> DirectQuery:
-    """The live lines of a product, locked (not the product), with what a quantity
-    change checks about the product."""
+def _set_quantity_query(kind: OwnerKind, by_market: bool) -> DirectQuery:
+    """Set the quantity of the owner's line of a product, in one statement: the live
+    lines of the product, locked (not the product), with what the change checks about
+    the product; and the update of the line when every check passes (one line, a
+    product still sold, a quantity given: `None` when it is above the maximum). The
+    caller reads the lines to say which check refused the change, if any."""
     lines = (
         select(
             CartItem.id,
@@ -265,18 +287,25 @@ def _locked_lines_query(kind: OwnerKind, by_market: bool) -> DirectQuery:
         .outerjoin(Product, Product.id == CartItem.product_id)
         .where(*_line_filter(kind, by_market))
         .with_for_update(of=CartItem)
+        .cte("line")
     )
-    return DirectQuery(lines, parameters=_line_parameters(kind, by_market))
-
-
-@cache
-def _set_quantity_query() -> DirectQuery:
-    statement = (
+    quantity = bindparam("quantity", type_=Integer)
+    changed = (
         update(CartItem)
-        .where(CartItem.id == bindparam("line_id"))
-        .values(quantity=bindparam("quantity"), updated_at=func.now())
+        .where(
+            CartItem.id == lines.c.id,
+            select(func.count()).select_from(lines).scalar_subquery() == 1,
+            lines.c.title.is_not(None),  # the product exists
+            lines.c.deleted_at.is_(None),
+            func.coalesce(lines.c.special_price, lines.c.regular_price).is_not(None),  # unit_price
+            quantity.is_not(None),
+        )
+        .values(quantity=quantity, updated_at=func.now())
+        .returning(CartItem.id)
+        .cte("changed")
     )
-    return DirectQuery(statement, parameters=("line_id", "quantity"))
+    statement = select(lines, select(changed.c.id).exists().label("changed"))
+    return DirectQuery(statement, parameters=(*_line_parameters(kind, by_market), "quantity"))
 
 
 @lru_cache(maxsize=4)
@@ -305,15 +334,14 @@ async def set_quantity(
         return await remove_from_cart(
             session, identity, product_id=product_id, market_place_id=market_place_id
         )
-    await lock_identity(session, identity)
+    connection = await session_connection(session)
+    await lock_owner(connection, identity)
     lines = []
     if fits_sql_integer(product_id, market_place_id):
-        query = _locked_lines_query(owner_kind(identity), market_place_id is not None)
-        lines = await fetch_all(
-            await session_connection(session),
-            query,
-            _line_params(identity, product_id, market_place_id),
-        )
+        query = _set_quantity_query(owner_kind(identity), market_place_id is not None)
+        params = _line_params(identity, product_id, market_place_id)
+        params["quantity"] = quantity if quantity <= max_quantity else None
+        lines = await fetch_all(connection, query, params)
     if not lines:
         raise NotFoundError("That product is not in your cart.")
     if len(lines) > 1:
@@ -323,11 +351,8 @@ async def set_quantity(
     refuse_unbuyable(line if line["title"] is not None else None)
     if quantity > max_quantity:
         raise CartError(f"You can have at most {max_quantity} of one product in your cart.")
-    await execute(
-        await session_connection(session),
-        _set_quantity_query(),
-        {"line_id": line["id"], "quantity": quantity},
-    )
+    if not line["changed"]:  # the statement's checks and these must agree
+        raise RuntimeError(f"the quantity of cart line {line['id']} was not set")
     return LineChange(line["title"], quantity, product_id)
 
 
@@ -339,15 +364,13 @@ async def remove_from_cart(
     market_place_id: int | None,
 ) -> LineChange:
     """Take a product's line(s) out of the cart (soft delete)."""
-    await lock_identity(session, identity)
+    connection = await session_connection(session)
+    await lock_owner(connection, identity)
     removed = []
     if fits_sql_integer(product_id, market_place_id):
         query = _remove_query(owner_kind(identity), market_place_id is not None)
-        removed = await fetch_all(
-            await session_connection(session),
-            query,
-            _line_params(identity, product_id, market_place_id),
-        )
+        params = _line_params(identity, product_id, market_place_id)
+        removed = await fetch_all(connection, query, params)
     if not removed:
         raise NotFoundError("That product is not in your cart.")
     return LineChange(removed[0]["title"] or "That product", 0, product_id)
