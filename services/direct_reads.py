@@ -106,8 +106,10 @@ async def session_connection(session: AsyncSession) -> asyncpg.Connection:
     statement sent on the driver connection before that would run outside the
     transaction (committed at once, its locks released at once). So the transaction is
     begun here when it has not been yet, by the adapter itself, which then commits or
-    rolls it back with the session as usual. Changes the session holds are flushed
-    first, so that a statement sent here sees them (as autoflush would).
+    rolls it back with the session as usual (`_start_transaction` is the adapter's own,
+    not public API: `tests/services/test_direct_reads.py` fails if that changes). Changes
+    the session holds are flushed first, so that a statement sent here sees them (as
+    autoflush would).
     """
     if session.new or session.dirty or session.deleted:
         await session.flush()
