@@ -289,12 +289,15 @@ class Route:
 def _routes(catalogue: Catalogue, bearer: dict[str, str]) -> list[Route]:
     page = catalogue.page_slugs[0]
 
-    def add(shopper: Shopper) -> Awaitable[Any]:
-        return shopper.client.post(
-            f"/cart/add/{shopper.products[0].id}/",
-            form={"csrf_token": shopper.token, "quantity": "1"},
-            headers=JSON,
-        )
+    def change(path: str, quantity: str, *, json: bool) -> Request:
+        def send(shopper: Shopper) -> Awaitable[Any]:
+            return shopper.client.post(
+                f"/cart/{path}/{shopper.products[0].id}/",
+                form={"csrf_token": shopper.token, "quantity": quantity},
+                headers=JSON if json else {"Accept": "text/html"},
+            )
+
+        return send
 
     def get(path: Callable[[Shopper], str], headers: dict[str, str] | None = None) -> Request:
         return lambda shopper: shopper.client.get(path(shopper), headers=headers or {})
@@ -312,7 +315,10 @@ def _routes(catalogue: Catalogue, bearer: dict[str, str]) -> list[Route]:
                 get(lambda _: f"/internal/cart/summary?page={page}", bearer),
                 who,
             ),
-            Route("POST /cart/add/<id>/ (JSON)", add, who),
+            Route("POST /cart/add/<id>/ (JSON)", change("add", "1", json=True), who),
+            Route("POST /cart/add/<id>/ (form)", change("add", "1", json=False), who),
+            Route("POST /cart/update/<id>/ (JSON)", change("update", "2", json=True), who),
+            Route("POST /cart/update/<id>/ (form)", change("update", "2", json=False), who),
         ]
     for orders in ORDER_COUNTS:
         who = f"signed in, {orders} order{'s' * (orders > 1)}"

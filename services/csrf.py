@@ -13,12 +13,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 from datetime import timedelta
+from functools import lru_cache
 from typing import Any, TypeVar
 
 from itsdangerous import BadData, URLSafeTimedSerializer
 from quart import current_app, g, request, session
 from wtforms import Form
-from wtforms.csrf.core import CSRF
+from wtforms.csrf.core import CSRF, CSRFTokenField
 from wtforms.fields import Field
 from wtforms.validators import ValidationError
 
@@ -39,7 +40,13 @@ class CsrfError(ServiceError):
 
 
 def _serializer(secret_key: str | None = None) -> URLSafeTimedSerializer:
-    return URLSafeTimedSerializer(secret_key or current_app.config["SECRET_KEY"], salt=CSRF_SALT)
+    return _serializer_for(secret_key or current_app.config["SECRET_KEY"])
+
+
+@lru_cache(maxsize=4)
+def _serializer_for(secret_key: str) -> URLSafeTimedSerializer:
+    # Built once per key: it holds no state between calls.
+    return URLSafeTimedSerializer(secret_key, salt=CSRF_SALT)
 
 
 def _binding(anchor: str, secret_key: str | None = None) -> str:
@@ -73,8 +80,26 @@ def csrf_token_is_valid(token: Any) -> bool:
     return isinstance(bound, str) and hmac.compare_digest(bound, _binding(anchor))
 
 
+class TokenOnRenderField(CSRFTokenField):
+    """The form's token field, whose fresh token is made only if the field is rendered:
+    binding a posted form checks the token it carries and needs no new one."""
+
+    current_token: str | None = None
+
+    def process(self, *args: Any, **kwargs: Any) -> None:
+        # A hidden field's processing: CSRFTokenField's own would make a token now.
+        super(CSRFTokenField, self).process(*args, **kwargs)
+
+    def _value(self) -> str:
+        if self.current_token is None:
+            self.current_token = self.csrf_impl.generate_csrf_token(self)
+        return self.current_token
+
+
 class SignedCSRF(CSRF):
     """WTForms CSRF backed by `csrf_token` / `csrf_token_is_valid`."""
+
+    field_class = TokenOnRenderField
 
     def generate_csrf_token(self, csrf_token_field: Field) -> str:
         # A posted form is only checked here: minting an anchor on a POST would set a cookie.

@@ -1,4 +1,4 @@
-"""Hot reads on the asyncpg connection under SQLAlchemy's pool, statements compiled once.
+"""Hot statements on the asyncpg connection under SQLAlchemy's pool, compiled once.
 
 The summary API is the service's hottest path (the sibling apps call it on every page
 they render). Through an `AsyncSession` its one query cost about four times the
@@ -8,6 +8,10 @@ compiled once, at first use, to asyncpg's SQL text and parameter order; it then 
 with `fetchrow` on a driver connection: the one under the request's session (inside
 its transaction, so a write's JSON answer sees the write) or one checked out of the
 same pool for a request that has no session (`services.db.db_connection`).
+
+The cart's line writes (add, update, remove) run the same way, inside the request's
+transaction: `session_connection()` gives the connection under a session with its
+transaction begun, so what they write is committed or rolled back with the rest.
 
 What asyncpg sends here is still counted: the query-budget tests and `bench.queries`
 see it through asyncpg's query logger, as they see `BEGIN` and `COMMIT`.
@@ -21,6 +25,7 @@ from typing import Any
 import asyncpg
 from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.expression import ClauseElement
 
@@ -80,7 +85,7 @@ async def fetch_all(
     try:
         return await connection.fetch(query.sql, *arguments)
     except Exception as error:
-        raise _lost(connection, query, arguments, error) from error
+        raise _lost(connection, query.sql, arguments, error) from error
 
 
 async def fetch_row(
@@ -91,15 +96,40 @@ async def fetch_row(
     try:
         return await connection.fetchrow(query.sql, *arguments)
     except Exception as error:
-        raise _lost(connection, query, arguments, error) from error
+        raise _lost(connection, query.sql, arguments, error) from error
+
+
+async def session_connection(session: AsyncSession) -> asyncpg.Connection:
+    """The asyncpg connection under `session`, inside the session's transaction.
+
+    SQLAlchemy's asyncpg adapter sends `BEGIN` only before its own first statement; a
+    statement sent on the driver connection before that would run outside the
+    transaction (committed at once, its locks released at once). So the transaction is
+    begun here when it has not been yet, by the adapter itself, which then commits or
+    rolls it back with the session as usual (`_start_transaction` is the adapter's own,
+    not public API: `tests/services/test_direct_reads.py` fails if that changes). Changes
+    the session holds are flushed first, so that a statement sent here sees them (as
+    autoflush would).
+    """
+    if session.new or session.dirty or session.deleted:
+        await session.flush()
+    proxied = await (await session.connection()).get_raw_connection()
+    adapted: Any = proxied.dbapi_connection
+    driver: asyncpg.Connection = proxied.driver_connection
+    if adapted._transaction is None and not adapted.autocommit:
+        try:
+            await adapted._start_transaction()  # `BEGIN`, as before its own first statement
+        except Exception as error:
+            raise _lost(driver, "BEGIN", [], error) from error
+    return driver
 
 
 def _lost(
-    connection: asyncpg.Connection, query: DirectQuery, arguments: list[Any], error: Exception
+    connection: asyncpg.Connection, sql: str, arguments: list[Any], error: Exception
 ) -> Exception:
     """The error to raise: `DriverConnectionLost` when the connection died, else `error`."""
     if not connection.is_closed():
         return error
     return DriverConnectionLost(
-        query.sql, arguments, error, hide_parameters=True, connection_invalidated=True
+        sql, arguments, error, hide_parameters=True, connection_invalidated=True
     )

@@ -165,3 +165,32 @@ async def test_entries_of_someone_else_cannot_be_removed(client: Client, db: Asy
     assert response.status_code == 404
     await db.refresh(entry)
     assert entry.state == "pending"
+
+
+async def test_a_product_held_from_two_markets_is_updated_per_market(
+    client: Client, db: AsyncSession
+) -> None:
+    _, farm = await make_shop(db, "farm")
+    _, cafe = await make_shop(db, "cafe")
+    honey = await make_product(db, farm, title="Honey")
+    honey.market_place_id = None  # sold wherever a market chooses to sell it
+    await db.commit()
+    await add(client, honey.id, 2, market_place=farm.id)
+    await add(client, honey.id, 3, market_place=cafe.id)
+
+    refused = await post_form(client, f"/cart/update/{honey.id}/", {"quantity": 5}, json=True)
+    assert refused.status_code == 422
+    assert "several markets; choose one" in (await refused.get_json())["message"]
+    assert [line.quantity for line in await _live_lines(db)] == [2, 3]
+
+    path = f"/cart/update/{honey.id}/"
+    response = await post_form(client, path, {"quantity": 5, "market_place": cafe.id}, json=True)
+    assert response.status_code == 200
+    assert (await response.get_json())["summary"]["product_count"] == 7
+    assert [line.quantity for line in await _live_lines(db)] == [2, 5]
+
+    path = f"/cart/remove/{honey.id}/"
+    await post_form(client, path, {"market_place": farm.id}, json=True)
+    assert [(line.market_place_id, line.quantity) for line in await _live_lines(db)] == [
+        (cafe.id, 5)
+    ]

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from models import CartItem, Post, Product
 from tests.factories import make_calendar, make_entry, make_market, make_page, make_user
-from tests.shopper import add, login
+from tests.shopper import add, csrf_token, login, page_text, post_form
 
 # Measured, and kept on purpose: a change here is a change to every page's cost.
 # lines, entries, which pages take payment themselves (named before paying), the badge
@@ -23,6 +23,10 @@ from tests.shopper import add, login
 OVERVIEW_QUERIES = 5
 PAGE_CART_QUERIES = 6
 SUMMARY_QUERIES = 1  # one query, also when scoped to a page
+# The owner's lock, the offer (product, market, currencies), the upsert; JSON: the summary.
+ADD_QUERIES = 3
+# The owner's lock, the line read and set in one statement; JSON: the summary.
+UPDATE_QUERIES = 2
 
 
 TRANSACTION_CONTROL = ("BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE")
@@ -202,3 +206,39 @@ async def test_signed_in_overview_runs_the_same_queries_for_one_line_and_fifty(
         )
     counts = [await queries_of(app, shopper, "/cart/") for shopper in shoppers]
     assert counts == [OVERVIEW_QUERIES, OVERVIEW_QUERIES]
+
+
+async def _product_in_cart(db: AsyncSession, name: str) -> int:
+    """The id of the first product of shopper `name`'s cart (as `fill_cart` made it)."""
+    product_id = await db.scalar(
+        text("SELECT id FROM products WHERE slug = :slug"), {"slug": f"{name}-0-product-0"}
+    )
+    assert isinstance(product_id, int)
+    return product_id
+
+
+@pytest.mark.parametrize("json", [True, False], ids=["JSON", "form"])
+@pytest.mark.parametrize(
+    ("path", "budget"), [("add", ADD_QUERIES), ("update", UPDATE_QUERIES)], ids=["add", "update"]
+)
+async def test_a_line_write_runs_the_same_queries_for_one_line_and_fifty(
+    path: str,
+    budget: int,
+    json: bool,
+    app: Quart,
+    db: AsyncSession,
+    shoppers: tuple[Client, Client],
+) -> None:
+    await _small_and_big(db, shoppers)
+    counts = []
+    for shopper, name in zip(shoppers, ("small", "big"), strict=True):
+        form = {"quantity": 3, "csrf_token": await csrf_token(shopper)}
+        product_id = await _product_in_cart(db, name)
+        with counted_queries(app) as statements:
+            response = await post_form(
+                shopper, f"/cart/{path}/{product_id}/", form, json=json, token=False
+            )
+        assert response.status_code == (200 if json else 303), await page_text(response)
+        counts.append(len(statements))
+    expected = budget + SUMMARY_QUERIES if json else budget
+    assert counts == [expected, expected]

@@ -1,15 +1,18 @@
-"""Direct reads: a Core statement compiled once for asyncpg, run on the pool's connections."""
+"""Direct statements: a Core statement compiled once for asyncpg, run on the pool's
+connections, or on a session's inside its transaction."""
 
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import Any
 
 import pytest
-from sqlalchemy import bindparam, func, select
+from sqlalchemy import bindparam, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
+from bp.cart.services.identity import Identity, lock_identity
 from models import Product
-from services.direct_reads import DirectQuery, fetch_row
+from services.direct_reads import DirectQuery, fetch_row, session_connection
 from tests.factories import make_market, make_page, make_product
 
 PRICES = (
@@ -50,3 +53,54 @@ async def test_a_direct_query_reads_what_the_orm_wrote(
 
     assert row is not None
     assert (row["count"], row["sum"]) == (2, Decimal("3.75"))
+
+
+RENAME = DirectQuery(
+    update(Product).where(Product.id == bindparam("id")).values(title=bindparam("title")),
+    parameters=("id", "title"),
+)
+
+
+async def _title(db: AsyncSession, product_id: int) -> str | None:
+    title = await db.scalar(
+        select(Product.title)
+        .where(Product.id == product_id)
+        .execution_options(populate_existing=True)
+    )
+    return title
+
+
+@pytest.mark.parametrize("commit", [True, False], ids=["committed", "rolled back"])
+async def test_a_statement_on_the_session_connection_is_in_the_session_transaction(
+    commit: bool, db: AsyncSession, sessions: Any
+) -> None:
+    product = await make_product(db, await make_market(db, await make_page(db, "farm")))
+    async with sessions() as session:
+        connection = await session_connection(session)
+        await fetch_row(connection, RENAME, {"id": product.id, "title": "Renamed"})
+        # Not committed yet: another connection still sees the old title.
+        assert await _title(db, product.id) == product.title
+        await (session.commit() if commit else session.rollback())
+    assert await _title(db, product.id) == ("Renamed" if commit else product.title)
+
+
+async def _owner_lock_is_free(db: AsyncSession, owner: Identity) -> bool:
+    """Whether another transaction could take the owner's cart lock now."""
+    taken = await db.scalar(
+        text("SELECT pg_try_advisory_xact_lock(hashtextextended(:key, 0))"),
+        {"key": f"cart:{owner.key}"},
+    )
+    await db.rollback()  # gives it back at once
+    return bool(taken)
+
+
+async def test_a_lock_taken_on_the_session_connection_is_held_until_the_session_ends(
+    db: AsyncSession, sessions: Any
+) -> None:
+    owner = Identity(session_id="lock-test")
+    async with sessions() as session:
+        await lock_identity(session, owner)
+        await session_connection(session)  # a second call stays in the same transaction
+        assert not await _owner_lock_is_free(db, owner)
+        await session.commit()
+    assert await _owner_lock_is_free(db, owner)

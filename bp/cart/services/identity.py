@@ -14,10 +14,14 @@ import hashlib
 import secrets
 from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, func, select
+import asyncpg
+from sqlalchemy import ColumnElement, Text, and_, bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.direct_reads import DirectQuery, fetch_row, session_connection
 
 USER_KEY = "uid"
 ANONYMOUS_KEY = "cart_sid"
@@ -101,8 +105,18 @@ def pending_merge(session: Mapping[str, Any]) -> tuple[int, str] | None:
     return None
 
 
+@cache
+def _owner_lock() -> DirectQuery:
+    key = func.hashtextextended(bindparam("key", type_=Text), 0)
+    return DirectQuery(select(func.pg_advisory_xact_lock(key)), parameters=("key",))
+
+
 async def lock_identity(session: AsyncSession, identity: Identity) -> None:
-    """Serialise cart writes of one owner until the transaction ends."""
-    await session.execute(
-        select(func.pg_advisory_xact_lock(func.hashtextextended(f"cart:{identity.key}", 0)))
-    )
+    """Serialise cart writes of one owner until the session's transaction ends."""
+    await lock_owner(await session_connection(session), identity)
+
+
+async def lock_owner(connection: asyncpg.Connection, identity: Identity) -> None:
+    """`lock_identity` on the asyncpg connection of a session, inside its transaction
+    (`services.direct_reads.session_connection`)."""
+    await fetch_row(connection, _owner_lock(), {"key": f"cart:{identity.key}"})

@@ -7,27 +7,29 @@ line per owner, product and market place whatever happens.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Integer, Select, bindparam, func, select, text, union_all, update
+import asyncpg
+from sqlalchemy import ColumnElement, Integer, bindparam, func, select, text, union_all, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
-from sqlalchemy.sql.dml import ReturningInsert
 
 from bp.cart.services.get_cart import (
+    OWNER_PARAMETERS,
     OwnerKind,
     get_cart_lines,
     owner_condition,
     owner_kind,
     owner_params,
 )
-from bp.cart.services.identity import Identity, lock_identity
+from bp.cart.services.identity import Identity, lock_identity, lock_owner
 from bp.cart.services.total import unit_price
 from models import CalendarEntry, CartItem, MarketPlace, Product
+from services.direct_reads import DirectQuery, fetch_all, fetch_row, session_connection
 from services.errors import CartError, LineQuantityError, NotFoundError, ServiceError
 
 # Ids and quantities are PostgreSQL `integer`s: a bigger number names nothing, and
@@ -51,20 +53,13 @@ class LineChange:
     product_id: int | None = None
 
 
-async def _buyable_product(session: AsyncSession, product_id: int) -> Product:
-    product = await session.get(Product, product_id) if fits_sql_integer(product_id) else None
-    refuse_unbuyable(product)
-    assert product is not None
-    return product
-
-
-def refuse_unbuyable(product: Any) -> None:
+def refuse_unbuyable(product: Mapping[str, Any] | None) -> None:
     """404 for a product that is gone, `CartError` for one without a price (`product` is
-    a `Product` or a row with its title, deleted_at and prices)."""
-    if product is None or product.deleted_at is not None:
+    a row with its title, deleted_at, regular_price and special_price)."""
+    if product is None or product["deleted_at"] is not None:
         raise NotFoundError("That product is not available any more.")
-    if unit_price(product.regular_price, product.special_price) is None:
-        raise CartError(f"{product.title} has no price yet, so it cannot be bought.")
+    if unit_price(product["regular_price"], product["special_price"]) is None:
+        raise CartError(f"{product['title']} has no price yet, so it cannot be bought.")
 
 
 async def _cart_currencies(session: AsyncSession, identity: Identity) -> set[str]:
@@ -96,8 +91,18 @@ def refuse_second_currency(held: set[str], currency: str) -> None:
         )
 
 
+UPSERT_PARAMETERS = (
+    "user_id",
+    "session_id",
+    "product_id",
+    "market_place_id",
+    "quantity",
+    "max_quantity",
+)
+
+
 @lru_cache(maxsize=4)
-def _upsert_statement(kind: OwnerKind) -> ReturningInsert[Any]:
+def _upsert_query(kind: OwnerKind) -> DirectQuery:
     """Add to the owner's live line, or insert it; built once per owner kind."""
     owner = "user_id" if kind == "user" else "session_id"
     statement = insert(CartItem).values(
@@ -107,7 +112,7 @@ def _upsert_statement(kind: OwnerKind) -> ReturningInsert[Any]:
         market_place_id=bindparam("market_place_id"),
         quantity=bindparam("quantity"),
     )
-    return statement.on_conflict_do_update(
+    upsert = statement.on_conflict_do_update(
         index_elements=[owner, "product_id", "market_place_id"],
         index_where=text(f"deleted_at IS NULL AND {owner} IS NOT NULL"),
         set_={
@@ -116,6 +121,7 @@ def _upsert_statement(kind: OwnerKind) -> ReturningInsert[Any]:
         },
         where=CartItem.quantity + statement.excluded.quantity <= bindparam("max_quantity"),
     ).returning(CartItem.quantity)
+    return DirectQuery(upsert, parameters=UPSERT_PARAMETERS)
 
 
 async def upsert_line(
@@ -128,8 +134,28 @@ async def upsert_line(
     max_quantity: int,
 ) -> int | None:
     """Add `quantity` to the owner's live line; None when that would pass the maximum."""
-    new_quantity: int | None = await session.scalar(
-        _upsert_statement(owner_kind(identity)),
+    return await _upsert(
+        await session_connection(session),
+        identity,
+        product_id=product_id,
+        market_place_id=market_place_id,
+        quantity=quantity,
+        max_quantity=max_quantity,
+    )
+
+
+async def _upsert(
+    connection: asyncpg.Connection,
+    identity: Identity,
+    *,
+    product_id: int,
+    market_place_id: int,
+    quantity: int,
+    max_quantity: int,
+) -> int | None:
+    row = await fetch_row(
+        connection,
+        _upsert_query(owner_kind(identity)),
         {
             **identity.columns(),
             "product_id": product_id,
@@ -138,11 +164,11 @@ async def upsert_line(
             "max_quantity": max_quantity,
         },
     )
-    return new_quantity
+    return None if row is None else int(row["quantity"])
 
 
 @lru_cache(maxsize=4)
-def _offer_query(kind: OwnerKind) -> Select[Any]:
+def _offer_query(kind: OwnerKind) -> DirectQuery:
     """What an add checks, in one statement: the product, whether the chosen market
     exists (the form's, else the product's), and the currencies the cart holds."""
     chosen = func.coalesce(bindparam("market_place_id", type_=Integer), Product.market_place_id)
@@ -157,7 +183,7 @@ def _offer_query(kind: OwnerKind) -> Select[Any]:
             CalendarEntry.deleted_at.is_(None),
         ),
     ).subquery("held")
-    return select(
+    offer = select(
         Product.title,
         Product.deleted_at,
         Product.regular_price,
@@ -167,6 +193,7 @@ def _offer_query(kind: OwnerKind) -> Select[Any]:
         select(MarketPlace.id).where(MarketPlace.id == chosen).exists().label("market_exists"),
         select(func.array_agg(func.distinct(held.c.currency))).scalar_subquery().label("held"),
     ).where(Product.id == bindparam("product_id"))
+    return DirectQuery(offer, parameters=(*OWNER_PARAMETERS[kind], "product_id", "market_place_id"))
 
 
 async def add_to_cart(
@@ -183,26 +210,28 @@ async def add_to_cart(
     Under the owner's lock: one statement reads everything the checks need (product,
     market, the cart's currencies), then the conditional upsert.
     """
-    await lock_identity(session, identity)
+    connection = await session_connection(session)
+    await lock_owner(connection, identity)
     row = None
     if fits_sql_integer(product_id):
         asked = market_place_id if fits_sql_integer(market_place_id) else None
         params = {**owner_params(identity), "product_id": product_id, "market_place_id": asked}
-        row = (await session.execute(_offer_query(owner_kind(identity)), params)).first()
+        row = await fetch_row(connection, _offer_query(owner_kind(identity)), params)
     refuse_unbuyable(row)
     assert row is not None
-    market = market_place_id if market_place_id is not None else row.market_place_id
+    title = row["title"]
+    market = market_place_id if market_place_id is not None else row["market_place_id"]
     if market is None:
-        raise CartError(f"Please choose where to buy {row.title}.")
-    if row.market_place_id is not None and market != row.market_place_id:
-        raise CartError(f"{row.title} is not sold at that market.")
-    if not fits_sql_integer(market) or not row.market_exists:
+        raise CartError(f"Please choose where to buy {title}.")
+    if row["market_place_id"] is not None and market != row["market_place_id"]:
+        raise CartError(f"{title} is not sold at that market.")
+    if not fits_sql_integer(market) or not row["market_exists"]:
         raise NotFoundError("That market does not exist.")
-    refuse_second_currency(set(row.held or ()), row.currency)
+    refuse_second_currency(set(row["held"] or ()), row["currency"])
     if quantity > max_quantity:
-        raise CartError(f"You can have at most {max_quantity} of {row.title} in your cart.")
-    new_quantity = await upsert_line(
-        session,
+        raise CartError(f"You can have at most {max_quantity} of {title} in your cart.")
+    new_quantity = await _upsert(
+        connection,
         identity,
         product_id=product_id,
         market_place_id=market,
@@ -210,28 +239,85 @@ async def add_to_cart(
         max_quantity=max_quantity,
     )
     if new_quantity is None:
-        raise CartError(f"You can have at most {max_quantity} of {row.title} in your cart.")
-    return LineChange(row.title, new_quantity, product_id)
+        raise CartError(f"You can have at most {max_quantity} of {title} in your cart.")
+    return LineChange(title, new_quantity, product_id)
 
 
-async def _live_lines(
-    session: AsyncSession, identity: Identity, product_id: int, market_place_id: int | None
-) -> list[CartItem]:
-    if not fits_sql_integer(product_id, market_place_id):
-        return []
-    query = select(CartItem).where(
-        identity.owns(CartItem),
-        CartItem.product_id == product_id,
+def _line_filter(kind: OwnerKind, by_market: bool) -> list[ColumnElement[bool]]:
+    """The owner's live line(s) of one product (of one market place when `by_market`)."""
+    conditions = [
+        owner_condition(CartItem, kind),
+        CartItem.product_id == bindparam("product_id"),
         CartItem.deleted_at.is_(None),
-    )
+    ]
+    if by_market:
+        conditions.append(CartItem.market_place_id == bindparam("market_place_id"))
+    return conditions
+
+
+def _line_parameters(kind: OwnerKind, by_market: bool) -> tuple[str, ...]:
+    return (*OWNER_PARAMETERS[kind], "product_id", *(("market_place_id",) if by_market else ()))
+
+
+def _line_params(
+    identity: Identity, product_id: int, market_place_id: int | None
+) -> dict[str, Any]:
+    params = {**owner_params(identity), "product_id": product_id}
     if market_place_id is not None:
-        query = query.where(CartItem.market_place_id == market_place_id)
-    return list(await session.scalars(query.with_for_update()))
+        params["market_place_id"] = market_place_id
+    return params
 
 
-async def _product_title(session: AsyncSession, product_id: int) -> str:
-    title = await session.scalar(select(Product.title).where(Product.id == product_id))
-    return title or "That product"
+@lru_cache(maxsize=4)
+def _set_quantity_query(kind: OwnerKind, by_market: bool) -> DirectQuery:
+    """Set the quantity of the owner's line of a product, in one statement: the live
+    lines of the product, locked (not the product), with what the change checks about
+    the product; and the update of the line when every check passes (one line, a
+    product still sold, a quantity given: `None` when it is above the maximum). The
+    caller reads the lines to say which check refused the change, if any."""
+    lines = (
+        select(
+            CartItem.id,
+            Product.title,
+            Product.deleted_at,
+            Product.regular_price,
+            Product.special_price,
+        )
+        .select_from(CartItem)
+        .outerjoin(Product, Product.id == CartItem.product_id)
+        .where(*_line_filter(kind, by_market))
+        .with_for_update(of=CartItem)
+        .cte("line")
+    )
+    quantity = bindparam("quantity", type_=Integer)
+    changed = (
+        update(CartItem)
+        .where(
+            CartItem.id == lines.c.id,
+            select(func.count()).select_from(lines).scalar_subquery() == 1,
+            lines.c.title.is_not(None),  # the product exists
+            lines.c.deleted_at.is_(None),
+            func.coalesce(lines.c.special_price, lines.c.regular_price).is_not(None),  # unit_price
+            quantity.is_not(None),
+        )
+        .values(quantity=quantity, updated_at=func.now())
+        .returning(CartItem.id)
+        .cte("changed")
+    )
+    statement = select(lines, select(changed.c.id).exists().label("changed"))
+    return DirectQuery(statement, parameters=(*_line_parameters(kind, by_market), "quantity"))
+
+
+@lru_cache(maxsize=4)
+def _remove_query(kind: OwnerKind, by_market: bool) -> DirectQuery:
+    """Take the live lines of a product out (soft delete), giving the product's title."""
+    statement = (
+        update(CartItem)
+        .where(*_line_filter(kind, by_market), Product.id == CartItem.product_id)
+        .values(deleted_at=func.now(), updated_at=func.now())
+        .returning(Product.title)
+    )
+    return DirectQuery(statement, parameters=_line_parameters(kind, by_market))
 
 
 async def set_quantity(
@@ -248,22 +334,26 @@ async def set_quantity(
         return await remove_from_cart(
             session, identity, product_id=product_id, market_place_id=market_place_id
         )
-    await lock_identity(session, identity)
-    lines = await _live_lines(session, identity, product_id, market_place_id)
+    connection = await session_connection(session)
+    await lock_owner(connection, identity)
+    lines = []
+    if fits_sql_integer(product_id, market_place_id):
+        query = _set_quantity_query(owner_kind(identity), market_place_id is not None)
+        params = _line_params(identity, product_id, market_place_id)
+        params["quantity"] = quantity if quantity <= max_quantity else None
+        lines = await fetch_all(connection, query, params)
     if not lines:
         raise NotFoundError("That product is not in your cart.")
     if len(lines) > 1:
         raise CartError("That product is in your cart from several markets; choose one.")
     # A line of a product no longer sold can be taken out (quantity 0), not raised.
-    product = await _buyable_product(session, product_id)
+    line = lines[0]
+    refuse_unbuyable(line if line["title"] is not None else None)
     if quantity > max_quantity:
         raise CartError(f"You can have at most {max_quantity} of one product in your cart.")
-    await session.execute(
-        update(CartItem)
-        .where(CartItem.id == lines[0].id)
-        .values(quantity=quantity, updated_at=func.now())
-    )
-    return LineChange(product.title, quantity, product.id)
+    if not line["changed"]:  # the statement's checks and these must agree
+        raise RuntimeError(f"the quantity of cart line {line['id']} was not set")
+    return LineChange(line["title"], quantity, product_id)
 
 
 async def remove_from_cart(
@@ -274,16 +364,16 @@ async def remove_from_cart(
     market_place_id: int | None,
 ) -> LineChange:
     """Take a product's line(s) out of the cart (soft delete)."""
-    await lock_identity(session, identity)
-    lines = await _live_lines(session, identity, product_id, market_place_id)
-    if not lines:
+    connection = await session_connection(session)
+    await lock_owner(connection, identity)
+    removed = []
+    if fits_sql_integer(product_id, market_place_id):
+        query = _remove_query(owner_kind(identity), market_place_id is not None)
+        params = _line_params(identity, product_id, market_place_id)
+        removed = await fetch_all(connection, query, params)
+    if not removed:
         raise NotFoundError("That product is not in your cart.")
-    await session.execute(
-        update(CartItem)
-        .where(CartItem.id.in_([line.id for line in lines]))
-        .values(deleted_at=func.now(), updated_at=func.now())
-    )
-    return LineChange(await _product_title(session, product_id), 0, product_id)
+    return LineChange(removed[0]["title"] or "That product", 0, product_id)
 
 
 @dataclass(frozen=True)
