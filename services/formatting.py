@@ -104,32 +104,41 @@ def _formatted_money(amount: str, currency: str) -> str:
     return format_currency(Decimal(amount), currency, locale=LOCALE)
 
 
+def _local(moment: DateTime, zone: ZoneInfo) -> DateTime:
+    # The database keeps times with a zone; a naive one here can only be UTC.
+    aware = moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+    return aware.astimezone(zone)
+
+
+@lru_cache(maxsize=4096)
+def _formatted_time(moment: DateTime, zone: ZoneInfo, pattern: str) -> str:
+    # Babel's date formatting cost as much as the rest of a booking's row on a cart page,
+    # and bookings share a calendar's few start times. A pure function of its arguments
+    # (the zone among them: the same instant reads differently elsewhere).
+    return format_datetime(_local(moment, zone), pattern, locale=LOCALE)
+
+
 @dataclass(frozen=True)
 class TimeFormatter:
     """Dates and times in one zone, with the zone named (`14:05 GMT`)."""
 
     zone: ZoneInfo
 
-    def _local(self, moment: DateTime) -> DateTime:
-        # The database keeps times with a zone; a naive one here can only be UTC.
-        aware = moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
-        return aware.astimezone(self.zone)
-
     def datetime(self, moment: DateTime | None) -> str:
         """`5 Jan 2026, 14:03 GMT`."""
         if moment is None:
             return "—"
-        return format_datetime(self._local(moment), "d MMM y, HH:mm zzz", locale=LOCALE)
+        return _formatted_time(moment, self.zone, "d MMM y, HH:mm zzz")
 
     def day_and_time(self, moment: DateTime | None) -> str:
         """`Mon 5 Jan 2026, 14:03 GMT`: for a booking, when the weekday matters."""
         if moment is None:
             return "—"
-        return format_datetime(self._local(moment), "EEE d MMM y, HH:mm zzz", locale=LOCALE)
+        return _formatted_time(moment, self.zone, "EEE d MMM y, HH:mm zzz")
 
     def iso(self, moment: DateTime | None) -> str:
         """The machine-readable form for `<time datetime=…>`."""
-        return "" if moment is None else self._local(moment).isoformat(timespec="minutes")
+        return "" if moment is None else _local(moment, self.zone).isoformat(timespec="minutes")
 
 
 def init_formatting(app: Quart) -> None:

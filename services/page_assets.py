@@ -23,13 +23,17 @@ def file_version(path: Path) -> str:
 def init_page_assets(app: Quart) -> None:
     """`asset_url()` for templates, long caching of versioned files, and `/favicon.ico`."""
     static_folder = Path(app.static_folder or "static")
-    versions: dict[str, str] = {}
+    # A file's URL only changes with a deploy (its bytes) or where the app is mounted:
+    # built once, not four times on every page.
+    urls: dict[tuple[str, str], str] = {}
 
     def asset_url(filename: str) -> str:
-        version = versions.get(filename)
-        if version is None:
-            version = versions[filename] = file_version(static_folder / filename)
-        return url_for("static", filename=filename, v=version)
+        key = (request.root_path, filename)
+        url = urls.get(key)
+        if url is None:
+            version = file_version(static_folder / filename)
+            url = urls[key] = url_for("static", filename=filename, v=version)
+        return url
 
     app.jinja_env.globals["asset_url"] = asset_url
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 from urllib.parse import quote
 
@@ -10,8 +11,10 @@ from quart import Quart, request
 from services.redirects import safe_next
 
 
+@lru_cache(maxsize=4096)
 def product_url(market_url: str, page_slug: str, product_slug: str) -> str:
     """The market app's page of a product: `<market>/<page>/product/<product>/`."""
+    # Cached: a pure function of its arguments, asked for every line of every cart page.
     return f"{market_url.rstrip('/')}/{quote(page_slug)}/product/{quote(product_slug)}/"
 
 

@@ -8,19 +8,27 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import asyncpg
-from sqlalchemy import ARRAY, Integer, any_, bindparam, select
+from sqlalchemy import ARRAY, ColumnElement, Integer, and_, any_, bindparam, select
 
 from models import PageConfig
 from services.direct_reads import DirectQuery, fetch_all
+
+
+def has_own_merchant() -> ColumnElement[bool]:
+    """A `PageConfig` row whose page takes payment with its own SumUp account."""
+    return and_(
+        PageConfig.sumup_merchant_code.is_not(None),
+        PageConfig.sumup_merchant_code != "",
+        PageConfig.sumup_api_key.is_not(None),
+        PageConfig.sumup_api_key != "",
+    )
+
 
 # Read on every cart page: compiled once, run on the asyncpg connection.
 _PAID_DIRECTLY = DirectQuery(
     select(PageConfig.post_id).where(
         PageConfig.post_id == any_(bindparam("page_ids", type_=ARRAY(Integer))),
-        PageConfig.sumup_merchant_code.is_not(None),
-        PageConfig.sumup_merchant_code != "",
-        PageConfig.sumup_api_key.is_not(None),
-        PageConfig.sumup_api_key != "",
+        has_own_merchant(),
     ),
     parameters=("page_ids",),
 )

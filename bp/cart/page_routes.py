@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from quart import Blueprint, render_template
+from quart import Blueprint
 
 from bp.cart.line_answers import init_quantity_answers
 from bp.cart.responses import checkout_and_pay, current_identity, settings
-from bp.cart.services.page_cart import get_cart_view, get_page
+from bp.cart.services.page_cart import get_cart_view, get_page, get_page_and_merchant
 from services.db import db_connection, read_only
-from services.page_merchants import pages_paid_directly
 from services.rate_limits import rate_limited
+from services.templating import render_page
 
 bp = Blueprint("cart_page", __name__, url_prefix="/cart")
 init_quantity_answers(bp)  # a refused quantity typed before "Checkout" answers beside its line
@@ -22,14 +22,11 @@ init_quantity_answers(bp)  # a refused quantity typed before "Checkout" answers 
 async def page_cart(page_slug: str) -> str:
     """The lines and bookings of one page."""
     db = await db_connection()
-    page = await get_page(db, page_slug)
+    page, paid_directly = await get_page_and_merchant(db, page_slug)
     view = await get_cart_view(
         db, current_identity(), default_currency=settings().cart.currency, page=page
     )
-    paid_directly = await pages_paid_directly(db, (group.page.id for group in view.groups))
-    return await render_template(
-        "cart/page.html", view=view, page=page, paid_directly=paid_directly
-    )
+    return await render_page("cart/page.html", view=view, page=page, paid_directly=paid_directly)
 
 
 @bp.post("/<page_slug>/checkout/")

@@ -21,6 +21,7 @@ from services.formatting import order_status_label
 from services.order_lifecycle import get_entries_for_order
 from services.rate_limits import rate_limited
 from services.status_throttle import status_check_due
+from services.templating import render_page
 
 bp = Blueprint("order", __name__, url_prefix="/orders")
 
@@ -33,7 +34,7 @@ async def detail(order_id: int) -> str:
     entries = await get_entries_for_order(db, order_id=order.id)
     history = await get_order_history(db, order)
     refunds = await refunds_of_order(db, order.id)
-    return await render_template(
+    return await render_page(
         "order/detail.html",
         order=order,
         entries=order_booking_rows(order, entries),

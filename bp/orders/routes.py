@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import re
 
-from quart import Blueprint, render_template, request
+from quart import Blueprint, request
 
 from bp.cart.responses import current_identity, settings
 from bp.cart.services.order_queries import list_orders
 from models.order import ORDER_STATUSES
 from services.db import db_session, read_only
 from services.errors import ServiceError
+from services.templating import render_page
 
 bp = Blueprint("orders", __name__, url_prefix="/orders")
 
@@ -39,6 +40,6 @@ async def list_orders_page() -> str:
         status=status,
         search=search,
     )
-    return await render_template(
+    return await render_page(
         "orders/list.html", page=page, status=status, search=search, statuses=ORDER_STATUSES
     )

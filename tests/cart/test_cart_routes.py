@@ -9,7 +9,13 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from models import CartItem
-from tests.factories import make_calendar, make_entry, make_product, make_shop
+from tests.factories import (
+    make_calendar,
+    make_entry,
+    make_page_config,
+    make_product,
+    make_shop,
+)
 from tests.shopper import add, page_text, post_form
 
 
@@ -194,3 +200,19 @@ async def test_a_product_held_from_two_markets_is_updated_per_market(
     assert [(line.market_place_id, line.quantity) for line in await _live_lines(db)] == [
         (cafe.id, 5)
     ]
+
+
+async def test_a_page_cart_says_whether_the_page_or_the_coop_is_paid(
+    client: Client, db: AsyncSession
+) -> None:
+    farm, farm_market = await make_shop(db)
+    await make_page_config(db, farm)
+    cafe, cafe_market = await make_shop(db)
+    await make_page_config(db, cafe, merchant="", key="")  # no account of its own: the coop
+    for market in (farm_market, cafe_market):
+        await add(client, (await make_product(db, market)).id)
+    farm_page = await page_text(await client.get(f"/cart/{farm.slug}/"))
+    cafe_page = await page_text(await client.get(f"/cart/{cafe.slug}/"))
+    assert f"You pay {farm.title} directly" in farm_page
+    assert "You pay the Rose Ash cooperative" in cafe_page
+    assert "directly" not in cafe_page

@@ -19,9 +19,10 @@ from tests.shopper import add, csrf_token, login, page_text, post_form
 
 # Measured, and kept on purpose: a change here is a change to every page's cost.
 # lines, entries, which pages take payment themselves (named before paying), the badge
-# summary and the navigation; a page's cart also loads the page.
+# summary and the navigation; a page's cart loads the page, and with it whether it takes
+# payment itself.
 OVERVIEW_QUERIES = 5
-PAGE_CART_QUERIES = 6
+PAGE_CART_QUERIES = 5
 SUMMARY_QUERIES = 1  # one query, also when scoped to a page
 # The owner's lock, the offer (product, market, currencies), the upsert; JSON: the summary.
 ADD_QUERIES = 3

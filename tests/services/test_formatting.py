@@ -109,6 +109,16 @@ def test_the_zone_is_configurable() -> None:
     assert paris.datetime(datetime(2026, 1, 5, 14, 3, tzinfo=UTC)) == "5 Jan 2026, 15:03 CET"
 
 
+def test_the_same_instant_is_formatted_for_each_zone_and_a_naive_time_is_utc() -> None:
+    moment = datetime(2026, 1, 5, 14, 3, tzinfo=UTC)
+    london = TimeFormatter(ZoneInfo("Europe/London"))
+    paris = TimeFormatter(ZoneInfo("Europe/Paris"))
+    assert london.datetime(moment) == "5 Jan 2026, 14:03 GMT"  # formatted once, then remembered
+    assert paris.datetime(moment) == "5 Jan 2026, 15:03 CET"
+    assert paris.datetime(moment.astimezone(ZoneInfo("Europe/London"))) == "5 Jan 2026, 15:03 CET"
+    assert paris.day_and_time(moment.replace(tzinfo=None)) == "Mon 5 Jan 2026, 15:03 CET"
+
+
 def test_a_time_without_a_zone_is_taken_as_utc() -> None:
     london = TimeFormatter(ZoneInfo("Europe/London"))
     assert london.datetime(datetime(2026, 7, 5, 14, 3)) == "5 Jul 2026, 15:03 BST"

@@ -6,16 +6,17 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 import asyncpg
-from sqlalchemy import bindparam, select
+from sqlalchemy import bindparam, exists, select
 
 from bp.cart.services.calendar_cart import CartEntry, read_cart_entries
 from bp.cart.services.get_cart import CartLine, PageRef, read_cart_lines
 from bp.cart.services.identity import Identity
 from bp.cart.services.total import Totals, sum_amounts
-from models import Post
+from models import PageConfig, Post
 from models.order import order_number
 from services.direct_reads import DirectQuery, fetch_row
 from services.errors import CartError, NotFoundError
+from services.page_merchants import has_own_merchant
 
 
 @dataclass
@@ -79,19 +80,32 @@ class HoldingOrder:
 
 
 _PAGE_BY_SLUG = DirectQuery(
-    select(Post.id, Post.slug, Post.title).where(
-        Post.slug == bindparam("slug"), Post.is_page.is_(True)
-    ),
+    select(
+        Post.id,
+        Post.slug,
+        Post.title,
+        exists().where(PageConfig.post_id == Post.id, has_own_merchant()).label("paid_directly"),
+    ).where(Post.slug == bindparam("slug"), Post.is_page.is_(True)),
     parameters=("slug",),
 )
 
 
-async def get_page(connection: asyncpg.Connection, slug: str) -> PageRef:
-    """A page by its slug; 404 when there is no such page."""
+async def get_page_and_merchant(
+    connection: asyncpg.Connection, slug: str
+) -> tuple[PageRef, frozenset[int]]:
+    """A page by its slug, with `pages_paid_directly()` of it (the page's id when it takes
+    payment with its own SumUp account), in one query; 404 when there is no such page."""
     row = await fetch_row(connection, _PAGE_BY_SLUG, {"slug": slug})
     if row is None:
         raise NotFoundError("There is no such page.")
-    return PageRef(row["id"], row["slug"], row["title"])
+    page = PageRef(row["id"], row["slug"], row["title"])
+    return page, frozenset((page.id,) if row["paid_directly"] else ())
+
+
+async def get_page(connection: asyncpg.Connection, slug: str) -> PageRef:
+    """A page by its slug; 404 when there is no such page."""
+    page, _ = await get_page_and_merchant(connection, slug)
+    return page
 
 
 def _totals(lines: list[CartLine], entries: list[CartEntry], currency: str) -> Totals:
