@@ -107,6 +107,20 @@ def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
         yield items[start : start + size]
 
 
+async def measured_dataset(setup: Any, settings: Any, shoppers: int) -> DataSet:
+    """The data set `bench.run` and `bench.profile` measure on, for the app's `settings`."""
+    return await build_dataset(
+        setup.database_url,
+        setup.database_name,
+        setup.redis_url,
+        secret_key=settings.secret_key.reveal(),
+        session_prefix=settings.session.redis_prefix,
+        session_ttl=3600,
+        shoppers=shoppers,
+        shoppers_with_orders=60,
+    )
+
+
 async def build_dataset(
     database_url: str,
     database_name: str,

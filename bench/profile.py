@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import bench_environment, forget_redis_keys
-from bench.dataset import build_dataset
+from bench.dataset import measured_dataset
 from bench.run import (
     FLOOR,
     HELLO,
@@ -121,16 +121,7 @@ async def run(args: argparse.Namespace, setup: Any) -> int:
     from config import load_settings
 
     settings = load_settings()
-    data = await build_dataset(
-        setup.database_url,
-        setup.database_name,
-        setup.redis_url,
-        secret_key=settings.secret_key.reveal(),
-        session_prefix=settings.session.redis_prefix,
-        session_ttl=3600,
-        shoppers=args.shoppers,
-        shoppers_with_orders=60,
-    )
+    data = await measured_dataset(setup, settings, args.shoppers)
     from app import create_app
     from bench import reference_app
 

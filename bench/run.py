@@ -52,7 +52,7 @@ from bench.common import (
     describe_machine,
     forget_redis_keys,
 )
-from bench.dataset import BenchShopper, DataSet, build_dataset
+from bench.dataset import BenchShopper, DataSet, measured_dataset
 from bench.meter import Meter, connections_per_worker, machine_busy
 
 RESULTS = ROOT / "bench" / "results"
@@ -541,16 +541,7 @@ async def measure(setup: Any, args: argparse.Namespace, workdir: Path, env: dict
     settings = load_settings(env)
     args.bearer = f"Bearer {settings.internal_api_token.reveal()}"
     started = time.perf_counter()
-    data = await build_dataset(
-        setup.database_url,
-        setup.database_name,
-        setup.redis_url,
-        secret_key=settings.secret_key.reveal(),
-        session_prefix=settings.session.redis_prefix,
-        session_ttl=3600,
-        shoppers=args.shoppers,
-        shoppers_with_orders=60,
-    )
+    data = await measured_dataset(setup, settings, args.shoppers)
     lines = sum(len(s.lines) for s in data.shoppers)
     print(
         f"data set: {len(data.shoppers)} shoppers, {lines} cart lines over "
