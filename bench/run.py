@@ -614,13 +614,40 @@ async def measure(setup: Any, args: argparse.Namespace, workdir: Path, env: dict
     print()
     print("\n".join(markdown_table(rounds, soaked)))
     errors = sum(row.errors for rnd in rounds for row in rnd) + sum(r.errors for r in soaked)
-    logged = [line for line in app_log.splitlines() if " ERROR " in line]
-    if logged:
-        print(f"\nWARNING: the app logged {len(logged)} errors, e.g. {logged[0][:200]}")
+    # The app logs JSON lines in production; a warning or worse is worth reading here.
+    log_lines = app_log.splitlines()
+    trouble = [n for n, line in enumerate(log_lines) if _is_trouble(line)]
+    if trouble:
+        print(f"\nWARNING: the app logged {len(trouble)} warnings or errors; the first:")
+        print(_readable("\n".join(log_lines[trouble[0] : trouble[0] + 40])))
     if errors:
         print(f"\nFAIL: {errors} answers were errors")
         return 1
     return 0
+
+
+def _readable(text: str) -> str:
+    """JSON log lines with their exception unfolded, for a person reading the report."""
+    out = []
+    for line in text.splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            out.append(line)
+            continue
+        exception = record.pop("exception", None) if isinstance(record, dict) else None
+        out.append(json.dumps(record)[:500])
+        if exception:
+            out.append(exception)
+    return "\n".join(out)
+
+
+def _is_trouble(line: str) -> bool:
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return "Traceback" in line or " ERROR " in line
+    return isinstance(record, dict) and record.get("level") in ("warning", "error", "critical")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

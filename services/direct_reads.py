@@ -100,27 +100,23 @@ async def fetch_row(
 
 
 async def session_connection(session: AsyncSession) -> asyncpg.Connection:
-    """The asyncpg connection under `session`, inside the session's transaction.
+    """The asyncpg connection under `session`, inside the transaction the session began.
 
-    SQLAlchemy's asyncpg adapter sends `BEGIN` only before its own first statement; a
-    statement sent on the driver connection before that would run outside the
-    transaction (committed at once, its locks released at once). So the transaction is
-    begun here when it has not been yet, by the adapter itself, which then commits or
-    rolls it back with the session as usual (`_start_transaction` is the adapter's own,
-    not public API: `tests/services/test_direct_reads.py` fails if that changes). Changes
-    the session holds are flushed first, so that a statement sent here sees them (as
-    autoflush would).
+    SQLAlchemy's asyncpg adapter sends `BEGIN` before its own first statement; a
+    statement sent on the driver connection before that would run outside any
+    transaction (committed at once, its locks released at once). So a write first runs
+    one statement through the session, which begins the transaction the adapter then
+    commits or rolls back with the session (the cart's writes take the owner's lock:
+    `bp.cart.services.identity.lock_identity`), and this refuses a connection that is
+    not in a transaction rather than run a write outside it. Changes the session holds
+    are flushed first, so that a statement sent here sees them (as autoflush would).
     """
     if session.new or session.dirty or session.deleted:
         await session.flush()
     proxied = await (await session.connection()).get_raw_connection()
-    adapted: Any = proxied.dbapi_connection
     driver: asyncpg.Connection = proxied.driver_connection
-    if adapted._transaction is None and not adapted.autocommit:
-        try:
-            await adapted._start_transaction()  # `BEGIN`, as before its own first statement
-        except Exception as error:
-            raise _lost(driver, "BEGIN", [], error) from error
+    if not driver.is_in_transaction():
+        raise RuntimeError("run a statement through the session first: it has not begun")
     return driver
 
 

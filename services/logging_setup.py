@@ -174,9 +174,6 @@ def configure_logging(*, json: bool, level: str = "INFO", secrets: Iterable[str]
     program's) keeps them; only ours is replaced.
     """
     secrets = list(secrets)
-    # No line shows the process, thread or task a record was made in (the access line
-    # carries its worker's pid): making every record look them up is wasted per request.
-    logging.logProcesses = logging.logThreads = logging.logMultiprocessing = False
     formatter = log_formatter(json=json, secrets=secrets)
     # structlog's own loggers (structlog.get_logger) end in the same formatter.
     structlog.configure(

@@ -76,6 +76,7 @@ async def test_a_statement_on_the_session_connection_is_in_the_session_transacti
 ) -> None:
     product = await make_product(db, await make_market(db, await make_page(db, "farm")))
     async with sessions() as session:
+        await lock_identity(session, Identity(session_id="rename-test"))  # begins it
         connection = await session_connection(session)
         await fetch_row(connection, RENAME, {"id": product.id, "title": "Renamed"})
         # Not committed yet: another connection still sees the old title.
@@ -104,3 +105,12 @@ async def test_a_lock_taken_on_the_session_connection_is_held_until_the_session_
         assert not await _owner_lock_is_free(db, owner)
         await session.commit()
     assert await _owner_lock_is_free(db, owner)
+
+
+async def test_a_session_that_has_not_begun_gives_no_connection_to_write_on(
+    sessions: Any,
+) -> None:
+    # A statement sent before the session's BEGIN would be committed on its own.
+    async with sessions() as session:
+        with pytest.raises(RuntimeError, match="has not begun"):
+            await session_connection(session)

@@ -14,14 +14,10 @@ import hashlib
 import secrets
 from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
-from functools import cache
 from typing import Any
 
-import asyncpg
 from sqlalchemy import ColumnElement, Text, and_, bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
-
-from services.direct_reads import DirectQuery, fetch_row, session_connection
 
 USER_KEY = "uid"
 ANONYMOUS_KEY = "cart_sid"
@@ -105,18 +101,18 @@ def pending_merge(session: Mapping[str, Any]) -> tuple[int, str] | None:
     return None
 
 
-@cache
-def _owner_lock() -> DirectQuery:
-    key = func.hashtextextended(bindparam("key", type_=Text), 0)
-    return DirectQuery(select(func.pg_advisory_xact_lock(key)), parameters=("key",))
+# Built once: the key is the only value that changes.
+_OWNER_LOCK = select(
+    func.pg_advisory_xact_lock(func.hashtextextended(bindparam("key", type_=Text), 0))
+)
 
 
 async def lock_identity(session: AsyncSession, identity: Identity) -> None:
-    """Serialise cart writes of one owner until the session's transaction ends."""
-    await lock_owner(await session_connection(session), identity)
+    """Serialise cart writes of one owner until the session's transaction ends.
 
-
-async def lock_owner(connection: asyncpg.Connection, identity: Identity) -> None:
-    """`lock_identity` on the asyncpg connection of a session, inside its transaction
-    (`services.direct_reads.session_connection`)."""
-    await fetch_row(connection, _owner_lock(), {"key": f"cart:{identity.key}"})
+    Run through the session, so its adapter sends the transaction's `BEGIN` first and
+    keeps track of it: after this, `services.direct_reads.session_connection` gives the
+    connection inside that transaction. A request cancelled at any point (a client gone)
+    then ends with the session's rollback, as every other statement of the session.
+    """
+    await session.execute(_OWNER_LOCK, {"key": f"cart:{identity.key}"})

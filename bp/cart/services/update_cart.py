@@ -26,7 +26,7 @@ from bp.cart.services.get_cart import (
     owner_kind,
     owner_params,
 )
-from bp.cart.services.identity import Identity, lock_identity, lock_owner
+from bp.cart.services.identity import Identity, lock_identity
 from bp.cart.services.total import unit_price
 from models import CalendarEntry, CartItem, MarketPlace, Product
 from services.direct_reads import DirectQuery, fetch_all, fetch_row, session_connection
@@ -210,8 +210,8 @@ async def add_to_cart(
     Under the owner's lock: one statement reads everything the checks need (product,
     market, the cart's currencies), then the conditional upsert.
     """
+    await lock_identity(session, identity)
     connection = await session_connection(session)
-    await lock_owner(connection, identity)
     row = None
     if fits_sql_integer(product_id):
         asked = market_place_id if fits_sql_integer(market_place_id) else None
@@ -334,8 +334,8 @@ async def set_quantity(
         return await remove_from_cart(
             session, identity, product_id=product_id, market_place_id=market_place_id
         )
+    await lock_identity(session, identity)
     connection = await session_connection(session)
-    await lock_owner(connection, identity)
     lines = []
     if fits_sql_integer(product_id, market_place_id):
         query = _set_quantity_query(owner_kind(identity), market_place_id is not None)
@@ -364,8 +364,8 @@ async def remove_from_cart(
     market_place_id: int | None,
 ) -> LineChange:
     """Take a product's line(s) out of the cart (soft delete)."""
+    await lock_identity(session, identity)
     connection = await session_connection(session)
-    await lock_owner(connection, identity)
     removed = []
     if fits_sql_integer(product_id, market_place_id):
         query = _remove_query(owner_kind(identity), market_place_id is not None)
