@@ -42,12 +42,6 @@ from services.errors import ServiceError
 log = logging.getLogger(__name__)
 
 ANCHOR_COOKIE = "cart_anchor"
-# A session and its remaining TTL in seconds (-2: no such key), in one command.
-LOAD_SESSION = """
-local value = redis.call('GET', KEYS[1])
-if not value then return {false, -2} end
-return {value, redis.call('TTL', KEYS[1])}
-"""
 MAX_WRITE_ATTEMPTS = 20
 _MISSING = object()
 
@@ -209,9 +203,6 @@ class RedisSessionInterface(SessionInterface):
         self.signer = Signer(secret_key, salt=self.salt)
         self.anchor_signer = Signer(secret_key, salt=self.anchor_salt)
         self._derive_key = hashlib.sha256(f"cart-session-id:{secret_key}".encode()).digest()
-        # Every request reads its session: one command (redis-py loads it again after a
-        # restart of Redis) instead of a pipeline of two.
-        self._load_script = redis.register_script(LOAD_SESSION)
 
     @property
     def refresh_seconds(self) -> int:
@@ -251,7 +242,10 @@ class RedisSessionInterface(SessionInterface):
 
     async def load(self, sid: str) -> tuple[dict[str, Any] | None, int]:
         """The stored session for an id (or None) and its remaining TTL in seconds."""
-        raw, ttl = await self._load_script(keys=[self.key(sid)])
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.get(self.key(sid))
+            pipe.ttl(self.key(sid))
+            raw, ttl = await pipe.execute()
         return _decode(raw, sid), int(ttl)
 
     async def open_session(self, app: Quart, request: BaseRequestWebsocket) -> RedisSession:

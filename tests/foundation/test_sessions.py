@@ -239,13 +239,3 @@ async def test_a_flood_of_refused_posts_stores_no_session(
     assert await _session_keys(redis) == []
     # What is left are the rate limits' counters: one per address and browser, expiring.
     assert len([key async for key in redis.scan_iter(match=f"{REDIS_PREFIX}*")]) <= 3
-
-
-async def test_a_session_is_still_read_after_redis_forgot_its_scripts(
-    session_app: Any, redis: Redis
-) -> None:
-    # A restarted Redis has no scripts loaded: the session read loads its own again.
-    client = session_app.test_client()
-    await client.get("/t/write")
-    await redis.script_flush()
-    assert await (await client.get("/t/read")).get_data(as_text=True) == "full"
