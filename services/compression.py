@@ -82,6 +82,9 @@ def init_compression(app: Quart) -> None:
 
     @app.after_request
     async def _compress(response: Response) -> Response:
+        if response.status_code == 304:
+            _vary_on_encoding(response)  # what the 200 it stands for would say
+            return response
         if not _worth_compressing(response):
             return response  # the same bytes whatever the client accepts: no Vary
         _vary_on_encoding(response)

@@ -63,3 +63,13 @@ async def test_an_answer_too_small_to_compress_is_sent_as_is_without_vary(client
     assert response.status_code == 200
     assert "Content-Encoding" not in response.headers
     assert "Vary" not in response.headers  # the same bytes whatever the client accepts
+
+
+async def test_a_not_modified_answer_still_says_it_varies_by_encoding(client: Client) -> None:
+    first = await client.get("/static/css/cart.css", headers={"Accept-Encoding": "gzip"})
+    etag = first.headers["ETag"]
+    again = await client.get(
+        "/static/css/cart.css", headers={"Accept-Encoding": "gzip", "If-None-Match": etag}
+    )
+    assert again.status_code == 304
+    assert "Accept-Encoding" in again.headers["Vary"]
