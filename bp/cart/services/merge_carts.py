@@ -12,6 +12,7 @@ from bp.cart.services.identity import Identity, lock_identity
 from bp.cart.services.update_cart import upsert_line
 from models import CalendarEntry, CartItem, Order, OrderItem, Product
 from models.order import UNPAID_STATUSES
+from services.direct_reads import session_connection
 
 
 @dataclass
@@ -149,7 +150,7 @@ async def _merge_line(
 ) -> int:
     """Add an anonymous line to the user's (capped at the maximum); how many it added."""
     merged = await upsert_line(
-        session,
+        await session_connection(session),
         user,
         product_id=line.product_id,
         market_place_id=line.market_place_id,

@@ -125,26 +125,6 @@ def _upsert_query(kind: OwnerKind) -> DirectQuery:
 
 
 async def upsert_line(
-    session: AsyncSession,
-    identity: Identity,
-    *,
-    product_id: int,
-    market_place_id: int,
-    quantity: int,
-    max_quantity: int,
-) -> int | None:
-    """Add `quantity` to the owner's live line; None when that would pass the maximum."""
-    return await _upsert(
-        await session_connection(session),
-        identity,
-        product_id=product_id,
-        market_place_id=market_place_id,
-        quantity=quantity,
-        max_quantity=max_quantity,
-    )
-
-
-async def _upsert(
     connection: asyncpg.Connection,
     identity: Identity,
     *,
@@ -153,6 +133,9 @@ async def _upsert(
     quantity: int,
     max_quantity: int,
 ) -> int | None:
+    """Add `quantity` to the owner's live line; None when that would pass the maximum.
+
+    `connection` is the session's, inside its transaction (`session_connection`)."""
     row = await fetch_row(
         connection,
         _upsert_query(owner_kind(identity)),
@@ -230,7 +213,7 @@ async def add_to_cart(
     refuse_second_currency(set(row["held"] or ()), row["currency"])
     if quantity > max_quantity:
         raise CartError(f"You can have at most {max_quantity} of {title} in your cart.")
-    new_quantity = await _upsert(
+    new_quantity = await upsert_line(
         connection,
         identity,
         product_id=product_id,
