@@ -252,8 +252,10 @@ async def run_wrk(
     seconds: float,
     warmup: float,
     workdir: Path,
+    spy: Path | None = None,
 ) -> Row:
-    """wrk -t1 against one endpoint: a warm-up run, then the measured one."""
+    """wrk -t1 against one endpoint: a warm-up run, then the measured one (sampled by
+    py-spy into `spy` when given)."""
     script = workdir / "requests.lua"
     script.write_text(wrk_script(requests))
     base = ["wrk", "-t1", f"-c{connections}", "--timeout", "10s", "-s", str(script)]
@@ -272,7 +274,10 @@ async def run_wrk(
     if warmup:
         await wrk(warmup)
     async with meter.measure(generator_is_child=True) as measured:
+        sampler = await start_py_spy(server, endpoint, seconds, spy) if spy else None
         output = await wrk(seconds)
+    if sampler is not None:
+        await sampler.wait()
     conns, _, report = output.partition("\n")
     match = re.search(r"^BENCH (.*)$", report, re.MULTILINE)
     if match is None:
@@ -312,6 +317,24 @@ async def check_endpoint(server: Server, endpoint: Endpoint, request: WrkRequest
             f"{endpoint.name}: {request.method} {request.path} answered "
             f"{response.status_code} {location}: {response.text[:300]}"
         )
+
+
+PY_SPY = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+
+
+async def start_py_spy(
+    server: Server, endpoint: Endpoint, seconds: float, folder: Path
+) -> asyncio.subprocess.Process:
+    """py-spy sampling the server for the measured run, as collapsed stacks in `folder`."""
+    name = re.sub(r"[^a-z0-9]+", "-", endpoint.name.lower()).strip("-")
+    return await asyncio.create_subprocess_exec(
+        # --subprocesses: hypercorn serves from a worker process under its own.
+        *(PY_SPY, "record", "--pid", str(server.process.pid), "--subprocesses", "--rate", "250"),
+        *("--duration", str(max(1, round(seconds) - 1)), "--format", "raw", "--nonblocking"),
+        *("--output", str(folder / f"{name}.txt")),
+        stdout=subprocess.DEVNULL,
+        stderr=(folder / f"{name}.log").open("wb"),
+    )
 
 
 # --- the servers -------------------------------------------------------------------
@@ -424,6 +447,7 @@ async def measure_round(
             seconds=seconds,
             warmup=args.warmup,
             workdir=workdir,
+            spy=args.py_spy,
         )
         print(
             f"  round {number}: {row.endpoint:<32} {row.rps:6.0f} rps"
@@ -661,6 +685,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--soak-connections", type=int, default=64, help="soak wrk -c (64)")
     parser.add_argument("--soak-duration", type=float, help="soak seconds (5; long 30; 0: none)")
     parser.add_argument("--only", nargs="+", help="only these endpoints, by name")
+    parser.add_argument(
+        "--py-spy",
+        type=Path,
+        metavar="DIR",
+        help="sample the servers with py-spy during each measured run (slows them a little); "
+        "stacks in DIR, read with `python -m bench.spy DIR/<endpoint>.txt`",
+    )
     args = parser.parse_args(argv)
     long = args.long
     args.duration = args.duration or (30 if long else 5)
@@ -675,6 +706,11 @@ def main() -> int:
     if shutil.which("wrk") is None:
         print("bench.run needs wrk: apt-get install -y wrk", file=sys.stderr)
         return 2
+    if args.py_spy and not Path(PY_SPY).exists():
+        print("--py-spy needs py-spy: make install (a dev dependency)", file=sys.stderr)
+        return 2
+    if args.py_spy:
+        args.py_spy.mkdir(parents=True, exist_ok=True)
     with (
         tempfile.TemporaryDirectory(prefix="cart-bench-") as tmp,
         bench_environment(production=True) as setup,
