@@ -46,6 +46,8 @@ NO_SESSION_NEEDED = (
     "/metrics",
     "/static/",
 )
+# Routes the sibling apps call with a shopper's forwarded session cookie.
+SERVED_TO_SERVICES = ("/internal/",)
 
 
 def _register_blueprints(app: Quart, settings: Settings) -> None:
@@ -98,7 +100,10 @@ def create_app(settings: Settings | None = None, **config: Any) -> Quart:
         redis = create_redis(settings.redis_url)
         app.extensions["redis"] = redis
         app.session_interface = RedisSessionInterface(  # type: ignore[assignment]
-            redis, settings.session, settings.secret_key.reveal()
+            redis,
+            settings.session,
+            settings.secret_key.reveal(),
+            served_to_services=SERVED_TO_SERVICES,
         )
 
     @app.after_serving

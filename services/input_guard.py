@@ -70,6 +70,8 @@ async def refuse_hostile_request() -> None:
     """Before every request: a path that cannot name anything, or an unreadable query."""
     if PATH_UNREADABLE.search(request.path):
         raise NotFoundError("There is nothing here.")
+    if not request.query_string:
+        return
     args = request.args
     if (
         not _is_utf8(unquote_to_bytes(request.query_string))

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
@@ -112,6 +115,10 @@ async def changes_app(settings: Any) -> Any:
         session["basket"] = "full"
         return "ok"
 
+    @app.get("/internal/t/read")
+    async def read_for_a_sibling() -> str:
+        return str(session.get("basket", "none"))
+
     @app.get("/t/slow-write")
     async def slow_write() -> str:
         assert "uid" not in session  # read before the other app's login landed
@@ -203,10 +210,116 @@ async def test_the_ttl_slides_when_the_session_is_used_without_a_write(
     await client.get("/t/write")
     [key] = await _session_keys(redis)
     await redis.expire(key, 120)  # as if it had not been used for most of its life
+    _time_passes(changes_app.app, seconds=changes_app.app.session_interface.refresh_seconds)
     response = await client.get("/t/read")
     assert await response.get_data(as_text=True) == "full"
     assert await redis.ttl(key) > settings.session.ttl_seconds - 60
     assert f"Max-Age={settings.session.ttl_seconds}" in response.headers["Set-Cookie"]
+
+
+def _time_passes(app: Quart, *, seconds: float) -> None:
+    """As if `seconds` had passed for the worker's refresh schedule."""
+    from services.sessions import RedisSessionInterface
+
+    interface = app.session_interface
+    assert isinstance(interface, RedisSessionInterface)
+    schedule = interface.schedule
+    clock = schedule.clock
+    schedule.clock = lambda: clock() + seconds
+
+
+@asynccontextmanager
+async def _commands_on(redis: Redis, key: bytes) -> AsyncIterator[list[str]]:
+    """The names of the commands Redis ran on `key` inside the block (by MONITOR, so
+    other clients of the same server do not count)."""
+    seen: list[str] = []
+    marker = f"end-{uuid.uuid4().hex}"
+    async with redis.monitor() as monitor:
+        yield seen
+        await redis.echo(marker)
+        async for info in monitor.listen():
+            words = info["command"].split()
+            if words == ["ECHO", marker]:
+                break
+            if key.decode() in words[1:]:
+                seen.append(words[0].upper())
+
+
+async def test_a_session_in_use_is_read_without_its_ttl_until_a_refresh_can_be_due(
+    changes_app: Any, redis: Redis, settings: Any
+) -> None:
+    """One GET per request: after a write the worker knows no refresh is due for
+    `refresh_seconds`, so it does not ask Redis for the TTL again before then."""
+    client = changes_app.test_client()
+    await client.get("/t/write")
+    [key] = await _session_keys(redis)
+    async with _commands_on(redis, key) as commands:
+        for _ in range(20):
+            response = await client.get("/t/read")
+            assert await response.get_data(as_text=True) == "full"
+            assert "Set-Cookie" not in response.headers
+    assert commands == ["GET"] * 20
+    # Once a refresh may be due, the TTL is read again, and refreshed if it has to be.
+    await redis.expire(key, 120)
+    _time_passes(changes_app.app, seconds=changes_app.app.session_interface.refresh_seconds)
+    async with _commands_on(redis, key) as commands:
+        response = await client.get("/t/read")
+    assert commands == ["GET", "TTL", "EXPIRE"]
+    assert await redis.ttl(key) > settings.session.ttl_seconds - 60
+    assert f"Max-Age={settings.session.ttl_seconds}" in response.headers["Set-Cookie"]
+
+
+async def test_a_sibling_asking_on_a_shoppers_behalf_never_slides_the_session(
+    changes_app: Any, redis: Redis, settings: Any
+) -> None:
+    """The internal API reads the forwarded session with one GET, even when a refresh
+    is due: its Set-Cookie would reach the sibling app, not the browser. The shopper's
+    own next page slides it."""
+    client = changes_app.test_client()
+    await client.get("/t/write")
+    [key] = await _session_keys(redis)
+    await redis.expire(key, 120)
+    _time_passes(changes_app.app, seconds=changes_app.app.session_interface.refresh_seconds)
+    async with _commands_on(redis, key) as commands:
+        response = await client.get("/internal/t/read")
+    assert await response.get_data(as_text=True) == "full"
+    assert commands == ["GET"] and "Set-Cookie" not in response.headers
+    assert await redis.ttl(key) <= 120
+    response = await client.get("/t/read")
+    assert await redis.ttl(key) > settings.session.ttl_seconds - 60
+    assert "Set-Cookie" in response.headers
+
+
+async def test_a_session_deleted_elsewhere_is_gone_at_once(changes_app: Any, redis: Redis) -> None:
+    """What the worker remembers is when to read the TTL, never the session: a logout
+    by a sibling app (the key deleted) shows on the very next request."""
+    client = changes_app.test_client()
+    await client.get("/t/write")
+    [key] = await _session_keys(redis)
+    await redis.delete(key)
+    assert await (await client.get("/t/read")).get_data(as_text=True) == "none"
+    await redis.set(key, json.dumps({"basket": "from the blog"}))  # no expiry: kept as is
+    assert await (await client.get("/t/read")).get_data(as_text=True) == "from the blog"
+
+
+def test_the_refresh_schedule_is_bounded_and_forgets_safely() -> None:
+    from services.sessions import RefreshSchedule
+
+    now = [1000.0]
+    schedule = RefreshSchedule(limit=3, clock=lambda: now[0])
+    assert schedule.due("a")
+    schedule.not_due_for("a", 60)
+    assert not schedule.due("a")
+    now[0] += 60
+    assert schedule.due("a")
+    for sid in "bcd":  # the fourth entry empties the full table first
+        schedule.not_due_for(sid, 60)
+    assert schedule.due("a") and schedule.due("b") and not schedule.due("d")
+    schedule.not_due_for("d", 0)  # already due: nothing kept
+    assert schedule.due("d")
+    schedule.not_due_for("c", 60)
+    schedule.forget("c")
+    assert schedule.due("c")
 
 
 async def test_a_fresh_session_read_again_is_not_rewritten(changes_app: Any, redis: Redis) -> None:
