@@ -8,11 +8,9 @@ from quart import Blueprint, render_template, request
 from sumup.events import EventSignatureError, verify_event_signature
 
 from bp.cart.forms import (
-    AddForm,
     PlainForm,
     QuantitiesForm,
-    RemoveForm,
-    UpdateForm,
+    bind_line_form,
     quantity_of,
     raise_for_errors,
     typed_quantities,
@@ -52,7 +50,7 @@ init_line_answers(bp)  # refused line changes answer beside the line, not as an 
 @rate_limited("write")
 async def add(product_id: int) -> Any:
     """Put a product in the cart (quantity 1 unless the form says more)."""
-    form = await bind_form(AddForm)
+    form = await bind_line_form("add")
     limit = settings().cart.max_quantity_per_line
     raise_for_errors(form, max_quantity=limit)
     change = await add_to_cart(
@@ -60,17 +58,17 @@ async def add(product_id: int) -> Any:
         writing_identity(),
         product_id=product_id,
         quantity=quantity_of(form),
-        market_place_id=form.market_place.data,
+        market_place_id=form.market_place,
         max_quantity=limit,
     )
-    return await line_answer(f"{change.title}: {change.quantity} in your cart.", form.next.data)
+    return await line_answer(f"{change.title}: {change.quantity} in your cart.", form.next)
 
 
 @bp.post("/update/<id:product_id>/")
 @rate_limited("write")
 async def update(product_id: int) -> Any:
     """Set how many of a product the cart holds; 0 takes it out."""
-    form = await bind_form(UpdateForm)
+    form = await bind_line_form("update")
     limit = settings().cart.max_quantity_per_line
     raise_for_errors(form, max_quantity=limit)
     change = await set_quantity(
@@ -78,7 +76,7 @@ async def update(product_id: int) -> Any:
         writing_identity(),
         product_id=product_id,
         quantity=quantity_of(form),
-        market_place_id=form.market_place.data,
+        market_place_id=form.market_place,
         max_quantity=limit,
     )
     message = (
@@ -86,7 +84,7 @@ async def update(product_id: int) -> Any:
         if change.quantity
         else f"{change.title} was taken out of your cart."
     )
-    return await line_answer(message, form.next.data)
+    return await line_answer(message, form.next)
 
 
 @bp.post("/update/")
@@ -109,15 +107,15 @@ async def update_quantities() -> Any:
 @rate_limited("write")
 async def remove(product_id: int) -> Any:
     """Take a product out of the cart."""
-    form = await bind_form(RemoveForm)
+    form = await bind_line_form("remove")
     raise_for_errors(form, max_quantity=settings().cart.max_quantity_per_line)
     change = await remove_from_cart(
         await db_write(),
         writing_identity(),
         product_id=product_id,
-        market_place_id=form.market_place.data,
+        market_place_id=form.market_place,
     )
-    return await line_answer(f"{change.title} was taken out of your cart.", form.next.data)
+    return await line_answer(f"{change.title} was taken out of your cart.", form.next)
 
 
 @bp.post("/entries/<id:entry_id>/remove/")
