@@ -434,11 +434,14 @@ async def rollback_writes(*, session: bool = True) -> None:
         try:
             if driver is not None and not driver.is_closed() and driver.is_in_transaction():
                 await execute(driver, "ROLLBACK")
-        except Exception:
+        except BaseException as error:
+            _discard_write()  # closing it rolls it back on the server
+            if not isinstance(error, Exception):
+                raise
             log.warning("rollback of a refused write failed; its connection closed")
-        finally:
+        else:
             if driver is None or driver.is_closed() or driver.is_in_transaction():
-                _discard_write()  # closing it rolls it back on the server
+                _discard_write()
             else:
                 _release_write()
     db: AsyncSession | None = g.get("db") if session else None
