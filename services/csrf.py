@@ -18,7 +18,6 @@ from typing import Any, TypeVar
 
 from itsdangerous import BadData, URLSafeTimedSerializer
 from quart import current_app, g, request, session
-from werkzeug.datastructures import MultiDict
 from wtforms import Form
 from wtforms.csrf.core import CSRF, CSRFTokenField
 from wtforms.fields import Field
@@ -127,22 +126,8 @@ async def bind_form(form_class: type[F]) -> F:
     form = form_class(posted)
     form.validate()
     if "csrf_token" in form.errors:
-        raise _refused_token()
+        raise CsrfError(
+            "Please reload the page and try again: "
+            "the form's security token was missing or out of date."
+        )
     return form
-
-
-async def checked_form() -> MultiDict[str, str]:
-    """The posted form, hostile input refused and its CSRF token checked as `bind_form`
-    checks it (`CsrfError`), for forms parsed without WTForms (`bp.cart.forms.LineForm`)."""
-    posted = await request.form
-    refuse_hostile_form(posted)
-    if not csrf_token_is_valid(posted.get("csrf_token")):
-        raise _refused_token()
-    return posted
-
-
-def _refused_token() -> CsrfError:
-    return CsrfError(
-        "Please reload the page and try again: "
-        "the form's security token was missing or out of date."
-    )

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Any
 
 from werkzeug.datastructures import MultiDict
 from wtforms import Form, IntegerField, StringField
-from wtforms.validators import Length, Optional
+from wtforms.validators import Length, NumberRange, Optional
 
 from bp.cart.services.update_cart import TypedQuantity
-from services.csrf import CsrfForm, checked_form
+from services.csrf import CsrfForm
 from services.errors import CartError, LineQuantityError
 from services.input_guard import UnreadableForm
 
@@ -31,68 +30,21 @@ class AsciiIntegerField(IntegerField):
         super().process_formdata(valuelist)
 
 
-NEXT_MAX_LENGTH = 2048
-LineKind = Literal["add", "update", "remove"]
+class _LineForm(CsrfForm):
+    market_place = AsciiIntegerField(validators=[Optional()], render_kw={"min": 1}, default=None)
+    next = StringField(validators=[Optional(), Length(max=2048)])
 
 
-@dataclass(frozen=True)
-class LineForm:
-    """A posted line form (add, update, remove), read as WTForms would bind and validate
-    it (an optional market id and `next`; add's optional quantity of at least 1,
-    update's required one of at least 0) without building a `Form` for it: binding one
-    cost about a tenth of a line write (bench/README.md). `errors` names the fields
-    refused, in the form's order, as `Form.errors` would.
-    """
-
-    kind: LineKind
-    market_place: int | None
-    next: str | None
-    quantity: int | None
-    errors: tuple[str, ...]
-
-    @classmethod
-    def parse(cls, posted: MultiDict[str, str], kind: LineKind) -> LineForm:
-        """Bind `posted` (its CSRF token is checked by `services.csrf.checked_form`)."""
-        errors = []
-        market_place, bad_market = _optional_integer(posted, "market_place", None)
-        if bad_market:
-            errors.append("market_place")
-        next_url = posted.get("next")
-        if next_url is not None and next_url.strip() and len(next_url) > NEXT_MAX_LENGTH:
-            errors.append("next")
-        quantity: int | None = None
-        if kind == "add":
-            quantity, bad = _optional_integer(posted, "quantity", 1)
-            if bad or (quantity is not None and quantity < 1):
-                errors.append("quantity")
-        elif kind == "update":
-            values = posted.getlist("quantity")
-            quantity = _ascii_integer(values[0]) if values else None
-            if quantity is None or quantity < 0:
-                errors.append("quantity")
-        return cls(kind, market_place, next_url, quantity, tuple(errors))
+class AddForm(_LineForm):
+    quantity = AsciiIntegerField(default=1, validators=[Optional(), NumberRange(min=1)])
 
 
-def _ascii_integer(value: Any) -> int | None:
-    return int(value) if isinstance(value, str) and ASCII_INTEGER.fullmatch(value) else None
+class UpdateForm(_LineForm):
+    quantity = AsciiIntegerField(validators=[NumberRange(min=0)])
 
 
-def _optional_integer(
-    posted: MultiDict[str, str], name: str, default: int | None
-) -> tuple[int | None, bool]:
-    """An `AsciiIntegerField` with `Optional()`: (its value, whether it is refused). A
-    field left out takes `default`; one left blank is None and not refused."""
-    values = posted.getlist(name)
-    if not values:
-        return default, False
-    value = _ascii_integer(values[0])
-    blank = isinstance(values[0], str) and not values[0].strip()
-    return value, value is None and not blank
-
-
-async def bind_line_form(kind: LineKind) -> LineForm:
-    """The posted line form, CSRF checked (`CsrfError`), hostile input refused."""
-    return LineForm.parse(await checked_form(), kind)
+class RemoveForm(_LineForm):
+    pass
 
 
 class PlainForm(CsrfForm):
@@ -107,18 +59,19 @@ FIELD_MESSAGES = {
 }
 
 
-def raise_for_errors(form: Form | LineForm, *, max_quantity: int) -> None:
+def raise_for_errors(form: Form, *, max_quantity: int) -> None:
     """Turn a form's first error into a `CartError` with a sentence a shopper reads."""
     for name in form.errors:
         if name == "quantity":
-            low = 0 if isinstance(form, LineForm) and form.kind == "update" else 1
+            low = 0 if isinstance(form, UpdateForm) else 1
             raise CartError(f"Quantity must be a whole number from {low} to {max_quantity}.")
         raise CartError(f"{FIELD_MESSAGES.get(name, 'The form is not filled in right')}.")
 
 
-def quantity_of(form: LineForm) -> int:
-    """The quantity asked for (1 when an add form leaves it out or blank)."""
-    return 1 if form.quantity is None else form.quantity
+def quantity_of(form: AddForm | UpdateForm) -> int:
+    """The quantity asked for (1 when an add form leaves it out)."""
+    value = form.quantity.data
+    return 1 if value is None else int(value)
 
 
 class CheckoutForm(CsrfForm):

@@ -8,9 +8,11 @@ from quart import Blueprint, render_template, request
 from sumup.events import EventSignatureError, verify_event_signature
 
 from bp.cart.forms import (
+    AddForm,
     PlainForm,
     QuantitiesForm,
-    bind_line_form,
+    RemoveForm,
+    UpdateForm,
     quantity_of,
     raise_for_errors,
     typed_quantities,
@@ -50,7 +52,7 @@ init_line_answers(bp)  # refused line changes answer beside the line, not as an 
 @rate_limited("write")
 async def add(product_id: int) -> Any:
     """Put a product in the cart (quantity 1 unless the form says more)."""
-    form = await bind_line_form("add")
+    form = await bind_form(AddForm)
     limit = settings().cart.max_quantity_per_line
     raise_for_errors(form, max_quantity=limit)
     change = await add_to_cart(
@@ -58,17 +60,17 @@ async def add(product_id: int) -> Any:
         writing_identity(),
         product_id=product_id,
         quantity=quantity_of(form),
-        market_place_id=form.market_place,
+        market_place_id=form.market_place.data,
         max_quantity=limit,
     )
-    return await line_answer(f"{change.title}: {change.quantity} in your cart.", form.next)
+    return await line_answer(f"{change.title}: {change.quantity} in your cart.", form.next.data)
 
 
 @bp.post("/update/<id:product_id>/")
 @rate_limited("write")
 async def update(product_id: int) -> Any:
     """Set how many of a product the cart holds; 0 takes it out."""
-    form = await bind_line_form("update")
+    form = await bind_form(UpdateForm)
     limit = settings().cart.max_quantity_per_line
     raise_for_errors(form, max_quantity=limit)
     change = await set_quantity(
@@ -76,7 +78,7 @@ async def update(product_id: int) -> Any:
         writing_identity(),
         product_id=product_id,
         quantity=quantity_of(form),
-        market_place_id=form.market_place,
+        market_place_id=form.market_place.data,
         max_quantity=limit,
     )
     message = (
@@ -84,7 +86,7 @@ async def update(product_id: int) -> Any:
         if change.quantity
         else f"{change.title} was taken out of your cart."
     )
-    return await line_answer(message, form.next)
+    return await line_answer(message, form.next.data)
 
 
 @bp.post("/update/")
@@ -107,15 +109,15 @@ async def update_quantities() -> Any:
 @rate_limited("write")
 async def remove(product_id: int) -> Any:
     """Take a product out of the cart."""
-    form = await bind_line_form("remove")
+    form = await bind_form(RemoveForm)
     raise_for_errors(form, max_quantity=settings().cart.max_quantity_per_line)
     change = await remove_from_cart(
         await db_write(),
         writing_identity(),
         product_id=product_id,
-        market_place_id=form.market_place,
+        market_place_id=form.market_place.data,
     )
-    return await line_answer(f"{change.title} was taken out of your cart.", form.next)
+    return await line_answer(f"{change.title} was taken out of your cart.", form.next.data)
 
 
 @bp.post("/entries/<id:entry_id>/remove/")

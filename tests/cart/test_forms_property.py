@@ -15,11 +15,7 @@ from quart.typing import TestClientProtocol as Client
 from redis.asyncio import Redis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
-from werkzeug.datastructures import MultiDict
-from wtforms import Form, StringField
-from wtforms.validators import Length, NumberRange, Optional
 
-from bp.cart.forms import NEXT_MAX_LENGTH, AsciiIntegerField, LineForm, LineKind
 from tests.conftest import REDIS_PREFIX
 from tests.factories import make_calendar, make_entry, make_product, make_shop, make_user
 from tests.shopper import add, csrf_token
@@ -223,56 +219,3 @@ async def test_any_query_on_a_page_never_fails_and_changes_nothing(
     assert response.status_code < 500, body[:500]
     if response.status_code >= 400:
         assert await snapshot(db, redis) == before
-
-
-# --- the line forms, parsed without WTForms ---------------------------------------------
-
-
-class _ReferenceLineForm(Form):
-    """The line forms as WTForms forms (what `LineForm` replaced), without the token."""
-
-    market_place = AsciiIntegerField(validators=[Optional()], default=None)
-    next = StringField(validators=[Optional(), Length(max=NEXT_MAX_LENGTH)])
-
-
-class _ReferenceAddForm(_ReferenceLineForm):
-    quantity = AsciiIntegerField(default=1, validators=[Optional(), NumberRange(min=1)])
-
-
-class _ReferenceUpdateForm(_ReferenceLineForm):
-    quantity = AsciiIntegerField(validators=[NumberRange(min=0)])
-
-
-REFERENCE_FORMS: dict[LineKind, type[_ReferenceLineForm]] = {
-    "add": _ReferenceAddForm,
-    "update": _ReferenceUpdateForm,
-    "remove": _ReferenceLineForm,
-}
-LINE_VALUES = st.one_of(
-    NASTY,
-    st.integers(-(2**40), 2**40).map(str),
-    st.sampled_from(["", " ", "\u00a0", " 7 ", "+3", "x" * 2049, " " * 2049]),
-    TEXT,
-)
-LINE_FIELDS = st.lists(
-    st.tuples(st.sampled_from(["quantity", "market_place", "next", "other"]), LINE_VALUES),
-    max_size=6,
-)
-
-
-@given(kind=st.sampled_from(["add", "update", "remove"]), fields=LINE_FIELDS)
-@settings(max_examples=400, deadline=None)
-def test_a_line_form_binds_any_input_as_its_wtforms_form_did(
-    kind: LineKind, fields: list[tuple[str, str]]
-) -> None:
-    posted = MultiDict(fields)
-    reference = REFERENCE_FORMS[kind](posted)
-    reference.validate()
-
-    form = LineForm.parse(posted, kind)
-
-    assert form.errors == tuple(reference.errors)
-    assert form.market_place == reference.market_place.data
-    assert form.next == reference.next.data
-    if isinstance(reference, _ReferenceAddForm | _ReferenceUpdateForm):
-        assert form.quantity == reference.quantity.data
