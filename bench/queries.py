@@ -95,7 +95,14 @@ class QueryCounter:
 
 
 def _is_control(query: str) -> bool:
-    word = query.strip().rstrip(";").split(" ", 1)[0].upper()
+    # A write's first statement may come with its BEGIN (`BEGIN; SELECT …`, one round
+    # trip): that counts as the statement.
+    text = query.strip()
+    if text.upper().startswith("BEGIN;"):
+        text = text[len("BEGIN;") :].strip()
+        if text:
+            return False
+    word = text.rstrip(";").split(" ", 1)[0].upper()
     return word in ("BEGIN", "COMMIT", "ROLLBACK", "")
 
 

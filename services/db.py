@@ -20,6 +20,18 @@ Hot reads (`services.direct_reads`) run on the asyncpg connection itself:
 one or writes, else, for a read-only route, one checked out of the same pool and
 held until the request ends. A direct read that finds its connection dead is
 handled as above.
+
+The cart's line writes run without a session too (an `AsyncSession` with its
+`BEGIN` and `COMMIT` cost about as much CPU as the rest of the write):
+`db_write()` checks a connection out of the same pool, the write begins its
+transaction with its first statement, and the hooks end it as a session's,
+committed below 400 and rolled back otherwise. They read whether there is a
+transaction to end from the connection itself (what PostgreSQL last reported), not
+from a flag of ours or SQLAlchemy's. A write connection whose request ended any other
+way (its client left mid-request, and Quart cancelled it at whatever await it was)
+is closed, never pooled: PostgreSQL then rolls its transaction back and frees its
+locks, whatever was in flight. And no connection goes back into the pool inside a
+transaction, whoever left it there (`_refuse_open_transaction`).
 """
 
 from __future__ import annotations
@@ -32,6 +44,7 @@ from typing import Any, TypeVar
 import asyncpg
 from quart import Quart, Response, current_app, g, request
 from quart.ctx import RequestContext
+from sqlalchemy import event
 from sqlalchemy.exc import DBAPIError, PendingRollbackError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import (
@@ -40,10 +53,10 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
-from sqlalchemy.pool import PoolProxiedConnection
+from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
 from werkzeug.wrappers import Response as WerkzeugResponse
 
-from services.direct_reads import DriverConnectionLost
+from services.direct_reads import DriverConnectionLost, execute
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +86,7 @@ def create_engine(
     (in the startup packet, no extra round trip) so that one stuck statement or a
     transaction left open cannot hold locks, and every writer behind them, for ever.
     """
-    return create_async_engine(
+    engine = create_async_engine(
         database_url,
         pool_size=pool_size,
         max_overflow=0,
@@ -86,6 +99,22 @@ def create_engine(
             }
         },
     )
+    event.listen(engine.sync_engine.pool, "checkin", _refuse_open_transaction)
+    return engine
+
+
+def _refuse_open_transaction(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+    """A connection coming back to the pool inside a transaction is closed instead.
+
+    The pool's reset rolls back only what SQLAlchemy's adapter knows it began; a
+    transaction begun any other way (a bug, a cancellation at the wrong moment) would
+    be handed to the next request with its locks: writes deadlocked under load that
+    way once (bench/README.md). Closing the connection ends it on the server.
+    """
+    driver = getattr(dbapi_connection, "driver_connection", None)
+    if driver is not None and not driver.is_closed() and driver.is_in_transaction():
+        log.error("a connection came back to the pool inside a transaction: closed")
+        record.invalidate()
 
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
@@ -157,6 +186,7 @@ def init_db(app: Quart) -> None:
     @app.teardown_request
     async def _close_session(_: BaseException | None) -> None:
         _release_direct()
+        _discard_write()  # not ended by the commit hook: its request was cut short
         session: AsyncSession | None = g.pop("db", None)
         if session is not None:
             await _close(session)
@@ -174,6 +204,7 @@ def init_db(app: Quart) -> None:
             # The pool is invalidated by now: the next checkout opens a new connection.
             log.warning("database connection lost on %s %s; retrying", request.method, request.path)
         _release_direct()
+        _discard_write()
         session: AsyncSession | None = g.pop("db", None)
         if session is not None:
             await _close(session)
@@ -182,6 +213,7 @@ def init_db(app: Quart) -> None:
     app.dispatch_request = _dispatch_with_one_retry  # type: ignore[method-assign]
 
     @app.errorhandler(DBAPIError)
+    @app.errorhandler(asyncpg.PostgresError)  # from a direct statement (`direct_reads`)
     @app.errorhandler(ConnectionRefusedError)
     @app.errorhandler(PoolTimeout)
     async def _database_error(error: Exception) -> Any:
@@ -189,6 +221,9 @@ def init_db(app: Quart) -> None:
 
         if isinstance(error, DriverConnectionLost):
             _forget_pooled_connections(error)
+        # The error page reads the cart: not on a write connection a failed statement
+        # left in an aborted transaction, nor while it holds the owner's lock.
+        await rollback_writes(session=False)
         if not is_connection_lost(error):
             log.exception("database error on %s %s", request.method, request.path)
             return await error_response(
@@ -215,32 +250,90 @@ def init_request_commit(app: Quart) -> None:
     @app.after_request
     async def _finish_session(response: Response) -> Response | WerkzeugResponse:
         _release_direct()
-        session: AsyncSession | None = g.pop("db", None)
-        if session is None:
-            return response
-        committing = not g.get("db_read_only") and response.status_code < 400
+        committing = response.status_code < 400
+        # A statement of this transaction failed and the request carried on (the badge):
+        # never COMMIT it, PostgreSQL would roll it back without a word.
         failed: BaseException | None = g.get("db_failed")
-        try:
-            if g.get("db_read_only"):
-                pass  # autocommit: nothing to commit or roll back; close returns it
-            elif committing and failed is not None:
-                # A statement of this transaction failed and the request carried on (the
-                # badge): never COMMIT it, PostgreSQL would roll it back without a word.
-                await session.rollback()
-                return await _not_committed(failed)
-            elif committing:
-                await session.commit()
-            else:
-                await session.rollback()
-        except (DBAPIError, PendingRollbackError, ConnectionRefusedError, PoolTimeout) as error:
-            if not (is_connection_lost(error) or _ended_during_commit(error) or failed):
-                raise
-            if not committing:
-                return response  # nothing was to be kept; the answer stands
-            return await _not_committed(error)
-        finally:
-            await _close(session)
+        not_landed: BaseException | None = None
+        if "db_write" in g:
+            not_landed = await _finish_write(commit=committing and failed is None)
+            if committing and failed is not None:
+                not_landed = failed
+        session: AsyncSession | None = g.pop("db", None)
+        if session is not None:
+            try:
+                not_landed = await _finish_db_session(session, committing, failed or not_landed)
+            finally:
+                await _close(session)
+        if committing and not_landed is not None:
+            return await _not_committed(not_landed)
         return response
+
+
+async def _finish_db_session(
+    session: AsyncSession, committing: bool, failed: BaseException | None
+) -> BaseException | None:
+    """Commit the request's session, or roll it back when the answer is 400 or more or
+    `failed`; what kept a change from landing (`failed`, a lost connection), if any."""
+    try:
+        if g.get("db_read_only"):
+            return None  # autocommit: nothing to commit or roll back; close returns it
+        if committing and failed is None:
+            await session.commit()
+            return None
+        await session.rollback()
+        return failed if committing else None
+    except (DBAPIError, PendingRollbackError, ConnectionRefusedError, PoolTimeout) as error:
+        if not (is_connection_lost(error) or _ended_during_commit(error) or failed):
+            raise
+        return error if committing else None  # not committing: the answer stands
+
+
+class RolledBackAtCommit(Exception):
+    """PostgreSQL answered a COMMIT with ROLLBACK: a statement of the transaction had failed."""
+
+
+async def _finish_write(*, commit: bool) -> BaseException | None:
+    """End the transaction of the request's write connection, if one was begun (COMMIT
+    when `commit`, else ROLLBACK), and put the connection back in the pool. The error
+    that kept a commit from landing, or None.
+
+    A connection that failed here is closed (PostgreSQL rolls back what it held); a
+    COMMIT cut short by a cancellation closes it too, and so the commit either landed
+    whole or not at all, as PostgreSQL decided.
+    """
+    write: PoolProxiedConnection = g.db_write
+    driver: asyncpg.Connection | None = write.driver_connection
+    if driver is None or driver.is_closed():
+        _discard_write()
+        return _lost_at_commit(ConnectionError("the connection was closed")) if commit else None
+    if not driver.is_in_transaction():
+        _release_write()  # nothing was begun on it
+        return None
+    try:
+        status = await execute(driver, "COMMIT" if commit else "ROLLBACK")
+    except asyncpg.PostgresError:
+        _discard_write()
+        raise  # PostgreSQL refused the COMMIT itself: an error of ours, as for a session
+    except Exception as error:
+        _discard_write()
+        # Nothing was to be kept, or the connection died (or asyncpg lost track of it:
+        # "another operation is in progress") and whether the COMMIT landed is unknown.
+        return _lost_at_commit(error) if commit else None
+    except BaseException:
+        _discard_write()
+        raise
+    _release_write()
+    if commit and status != "COMMIT":
+        return RolledBackAtCommit(f"COMMIT answered {status}")
+    return None
+
+
+def _lost_at_commit(error: Exception) -> DriverConnectionLost:
+    if isinstance(error, DriverConnectionLost):
+        _forget_pooled_connections(error)  # as SQLAlchemy does when a COMMIT finds one dead
+        return error
+    return DriverConnectionLost("COMMIT", [], error, connection_invalidated=True)
 
 
 async def _not_committed(error: BaseException) -> Response | WerkzeugResponse:
@@ -292,11 +385,16 @@ def db_session() -> AsyncSession:
 async def db_connection() -> asyncpg.Connection:
     """The asyncpg connection for this request's direct reads (`services.direct_reads`).
 
-    Under the request's session when it has one or the route writes (so a read after
+    The request's write connection when a line write opened one (`db_write`), else the
+    one under the request's session when it has one or the route writes (so a read after
     a write sees it, in the same transaction); otherwise one of the pool's, without a
     session, returned when the request ends. A direct read made before the first
     statement of a writing session runs before its `BEGIN`: keep them for reads.
     """
+    write: PoolProxiedConnection | None = g.get("db_write")
+    if write is not None:
+        written: asyncpg.Connection = write.driver_connection
+        return written
     session: AsyncSession | None = g.get("db")
     if session is None and _route_is_read_only(current_app):
         direct: PoolProxiedConnection | None = g.get("db_direct")
@@ -307,6 +405,63 @@ async def db_connection() -> asyncpg.Connection:
     connection = await db_session().connection()
     raw = await connection.get_raw_connection()
     return raw.driver_connection
+
+
+async def db_write() -> asyncpg.Connection:
+    """The asyncpg connection of this request's line writes, outside any session.
+
+    Checked out of the pool on first use. The write begins its transaction with its
+    first statement (`services.direct_reads.begin_with`); the request's hooks commit
+    it when the answer is below 400 and roll it back otherwise, and a request cut short
+    closes it (see the module's docstring). For the statements of one write: anything
+    else in the request reads and writes through `db_session()` / `db_connection()`.
+    """
+    write: PoolProxiedConnection | None = g.get("db_write")
+    if write is None:
+        write = await current_app.extensions["db_engine"].raw_connection()
+        g.db_write = write
+    driver: asyncpg.Connection = write.driver_connection
+    return driver
+
+
+async def rollback_writes(*, session: bool = True) -> None:
+    """Undo what this request wrote so far (its write connection's transaction and, with
+    `session`, its session's), before answering a refused change with a page that reads
+    the cart."""
+    write: PoolProxiedConnection | None = g.get("db_write")
+    if write is not None:
+        driver: asyncpg.Connection | None = write.driver_connection
+        try:
+            if driver is not None and not driver.is_closed() and driver.is_in_transaction():
+                await execute(driver, "ROLLBACK")
+        except BaseException as error:
+            _discard_write()  # closing it rolls it back on the server
+            if not isinstance(error, Exception):
+                raise
+            log.warning("rollback of a refused write failed; its connection closed")
+        else:
+            if driver is None or driver.is_closed() or driver.is_in_transaction():
+                _discard_write()
+            else:
+                _release_write()
+    db: AsyncSession | None = g.get("db") if session else None
+    if db is not None:
+        await db.rollback()
+
+
+def _release_write() -> None:
+    write: PoolProxiedConnection | None = g.pop("db_write", None)
+    if write is not None:
+        write.close()  # back to the pool (which refuses it if it is still in a transaction)
+
+
+def _discard_write() -> None:
+    """Close the request's write connection instead of pooling it: whatever was in
+    flight on it, PostgreSQL rolls back its transaction and frees its locks."""
+    write: PoolProxiedConnection | None = g.pop("db_write", None)
+    if write is not None:
+        write.invalidate()
+        write.close()
 
 
 def _release_direct() -> None:

@@ -9,9 +9,13 @@ with `fetchrow` on a driver connection: the one under the request's session (ins
 its transaction, so a write's JSON answer sees the write) or one checked out of the
 same pool for a request that has no session (`services.db.db_connection`).
 
-The cart's line writes (add, update, remove) run the same way, inside the request's
-transaction: `session_connection()` gives the connection under a session with its
-transaction begun, so what they write is committed or rolled back with the rest.
+The cart's line writes (add, update, remove) run the same way, in a transaction: on the
+request's write connection (`services.db.db_write`, no session), begun with their first
+statement (`begin_with`: `BEGIN` and the owner's lock in one round trip) and ended by
+the request's hooks; or, inside a larger write of the session's (the cart form's typed
+quantities, checkout), on the connection under it: `session_connection()` gives it
+with the session's transaction begun, so what they write is committed or rolled back
+with the rest.
 
 What asyncpg sends here is still counted: the query-budget tests and `bench.queries`
 see it through asyncpg's query logger, as they see `BEGIN` and `COMMIT`.
@@ -97,6 +101,28 @@ async def fetch_row(
         return await connection.fetchrow(query.sql, *arguments)
     except Exception as error:
         raise _lost(connection, query.sql, arguments, error) from error
+
+
+async def execute(connection: asyncpg.Connection, sql: str) -> str:
+    """Run `sql`, one or more statements of literals only (no parameters), in one round
+    trip; the status of the last (`COMMIT`, `ROLLBACK`, `SELECT 1` …)."""
+    try:
+        status: str = await connection.execute(sql)
+    except Exception as error:
+        raise _lost(connection, sql, [], error) from error
+    return status
+
+
+async def begin_with(connection: asyncpg.Connection, sql: str = "") -> None:
+    """Begin a transaction on `connection` with `sql` (literals only), if given, as its
+    first statement, in one round trip: `BEGIN; <sql>`.
+
+    For the request's write connection (`services.db.db_write`), whose transaction the
+    request's hooks end by what the connection reports. Never on a session's: its
+    adapter would not know of the transaction (`session_connection`)."""
+    if connection.is_in_transaction():
+        raise RuntimeError("the connection is in a transaction already")
+    await execute(connection, f"BEGIN; {sql}" if sql else "BEGIN")
 
 
 async def session_connection(session: AsyncSession) -> asyncpg.Connection:

@@ -37,7 +37,7 @@ from bp.cart.services.update_cart import (
 )
 from bp.cart.services.webhook_tokens import webhook_token_is_valid
 from services.csrf import bind_form
-from services.db import db_session
+from services.db import db_session, db_write
 from services.errors import NotFoundError, PaymentProviderError
 from services.input_guard import json_body, query_natural
 from services.order_lifecycle import get_entries_for_order
@@ -56,7 +56,7 @@ async def add(product_id: int) -> Any:
     limit = settings().cart.max_quantity_per_line
     raise_for_errors(form, max_quantity=limit)
     change = await add_to_cart(
-        db_session(),
+        await db_write(),
         writing_identity(),
         product_id=product_id,
         quantity=quantity_of(form),
@@ -74,7 +74,7 @@ async def update(product_id: int) -> Any:
     limit = settings().cart.max_quantity_per_line
     raise_for_errors(form, max_quantity=limit)
     change = await set_quantity(
-        db_session(),
+        await db_write(),
         writing_identity(),
         product_id=product_id,
         quantity=quantity_of(form),
@@ -112,7 +112,7 @@ async def remove(product_id: int) -> Any:
     form = await bind_form(RemoveForm)
     raise_for_errors(form, max_quantity=settings().cart.max_quantity_per_line)
     change = await remove_from_cart(
-        db_session(),
+        await db_write(),
         writing_identity(),
         product_id=product_id,
         market_place_id=form.market_place.data,

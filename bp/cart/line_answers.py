@@ -18,7 +18,7 @@ from bp.cart.forms import ASCII_INTEGER
 from bp.cart.responses import after_write, current_identity, settings, site_origins
 from bp.cart.services.get_cart import get_cart_lines
 from bp.cart.services.update_cart import LineChange, fits_sql_integer
-from services.db import db_session
+from services.db import db_session, rollback_writes
 from services.error_pages import error_response, wants_json
 from services.errors import CartError, LineQuantityError, NotFoundError, ServiceError
 from services.page_messages import flash_beside
@@ -118,13 +118,13 @@ async def _line_is_shown(error: ServiceError) -> bool:
 
 async def answer_line_error(error: ServiceError) -> Any:
     """A refused line change, beside the line; other errors of the blueprint as usual."""
+    await rollback_writes()  # the refused change leaves nothing behind (nor holds a lock)
     anchor = line_anchor()
     form = await request.form
     if anchor is None or wants_json() or _malformed(form) or not await _line_is_shown(error):
         # Not a shopper's choice to answer beside a line: something no form of ours sends
         # (digits that are not ASCII, words for numbers), or a thing the cart does not show.
         return await error_response(error.status_code, error.title, error.message)
-    await db_session().rollback()  # the refused change leaves nothing behind
     limit = settings().cart.max_quantity_per_line
     asked = _int_or_none(form.get("quantity"))
     text, offer_add, offer_set = error.message, None, None
@@ -144,9 +144,9 @@ async def answer_line_error(error: ServiceError) -> Any:
 async def answer_line_quantity_error(error: LineQuantityError) -> Any:
     """A typed quantity the cart refused (from the cart form: Update or a checkout button),
     said beside its line with what is possible; nothing was changed."""
+    await rollback_writes()  # the quantities typed beside it are not saved either
     if wants_json():
         return await error_response(error.status_code, error.title, error.message)
-    await db_session().rollback()  # the quantities typed beside it are not saved either
     anchor = f"line-{error.product_id}"
     await flash_beside(anchor, error.message, "error", offer_set=error.offer_set)
     return back_to((await request.form).get("next"), anchor)

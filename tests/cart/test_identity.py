@@ -196,6 +196,54 @@ async def test_concurrent_adds_past_the_maximum_stop_at_the_maximum(
     assert line.quantity == 99
 
 
+async def test_concurrent_first_adds_in_two_currencies_leave_one_currency_in_the_cart(
+    client: Client, db: AsyncSession
+) -> None:
+    # The owner's lock orders the adds: the one that reads the cart second sees the first.
+    _, market = await make_shop(db)
+    pounds = await make_product(db, market, currency="GBP")
+    euros = await make_product(db, market, currency="EUR")
+    token = await csrf_token(client)
+    form = {"quantity": 1, "csrf_token": token}
+    responses = await asyncio.gather(
+        *(
+            post_form(client, f"/cart/add/{product.id}/", form, json=True)
+            for product in (pounds, euros) * 5
+        )
+    )
+    statuses = [response.status_code for response in responses]
+    lines = await live_lines(db)
+    assert len({line.product_id for line in lines}) == 1
+    assert sorted(statuses) == [200] * 5 + [422] * 5
+    assert lines[0].quantity == 5
+
+
+async def test_racing_updates_of_one_line_end_as_one_of_them(
+    client: Client, db: AsyncSession
+) -> None:
+    _, market = await make_shop(db)
+    product = await make_product(db, market)
+    await add(client, product.id)
+    token = await csrf_token(client)
+    responses = await asyncio.gather(
+        *(
+            post_form(
+                client,
+                f"/cart/update/{product.id}/",
+                {"quantity": quantity, "csrf_token": token},
+                json=True,
+            )
+            for quantity in range(1, 11)
+        )
+    )
+    assert [response.status_code for response in responses] == [200] * 10
+    [line] = await live_lines(db)
+    summaries = [(await response.get_json())["summary"]["count"] for response in responses]
+    # Each answer saw its own write, and the line holds one of them, whole.
+    assert summaries == list(range(1, 11))
+    assert line.quantity in range(1, 11)
+
+
 # --- the identity functions ----------------------------------------------------------
 
 

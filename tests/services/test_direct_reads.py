@@ -3,16 +3,24 @@ connections, or on a session's inside its transaction."""
 
 from __future__ import annotations
 
+import asyncio
 from decimal import Decimal
 from typing import Any
 
+import asyncpg
 import pytest
 from sqlalchemy import bindparam, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from bp.cart.services.identity import Identity, lock_identity
+from bp.cart.services.identity import Identity, lock_identity, lock_owner
 from models import Product
-from services.direct_reads import DirectQuery, fetch_row, session_connection
+from services.direct_reads import (
+    DirectQuery,
+    begin_with,
+    execute,
+    fetch_row,
+    session_connection,
+)
 from tests.factories import make_market, make_page, make_product
 
 PRICES = (
@@ -114,3 +122,80 @@ async def test_a_session_that_has_not_begun_gives_no_connection_to_write_on(
     async with sessions() as session:
         with pytest.raises(RuntimeError, match="has not begun"):
             await session_connection(session)
+
+
+async def _locks_of(engine: AsyncEngine, raw: Any) -> bool:
+    """Whether the connection `raw` holds an advisory lock (seen from another one)."""
+    async with engine.connect() as other:
+        held = await other.scalar(
+            text(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted"
+                " AND pid = :pid"
+            ),
+            {"pid": raw.driver_connection.get_server_pid()},
+        )
+    return bool(held)
+
+
+@pytest.mark.parametrize(
+    "owner",
+    [Identity(user_id=7), Identity(session_id="Zm9v_-bar"), Identity(session_id="it's; odd")],
+    ids=["user", "anonymous", "a key that needs quoting"],
+)
+async def test_the_owner_lock_on_a_fresh_connection_begins_its_transaction(
+    owner: Identity, db: AsyncSession, engine: AsyncEngine
+) -> None:
+    raw = await engine.raw_connection()
+    driver: asyncpg.Connection = raw.driver_connection
+    sent: list[str] = []
+    driver.add_query_logger(lambda record: sent.append(record.query))
+    try:
+        await lock_owner(driver, owner)
+        assert driver.is_in_transaction()
+        # The lock of `lock_identity`'s key, held until the transaction ends.
+        assert not await _owner_lock_is_free(db, owner)
+        await lock_owner(driver, owner)  # again: the lock only, no BEGIN
+        await driver.execute("COMMIT")
+        assert await _owner_lock_is_free(db, owner)
+    finally:
+        raw.close()
+    if owner.session_id == "it's; odd":
+        assert sent[0] == "BEGIN" and "it's" not in " ".join(sent)  # sent as a parameter
+    else:
+        assert sent[0].startswith("BEGIN; SELECT pg_advisory_xact_lock(")  # one round trip
+    assert not any(query.startswith("BEGIN") for query in sent[1:])
+
+
+async def test_begin_with_refuses_a_connection_already_in_a_transaction(
+    engine: AsyncEngine,
+) -> None:
+    raw = await engine.raw_connection()
+    try:
+        await begin_with(raw.driver_connection, "SELECT 1")
+        with pytest.raises(RuntimeError, match="in a transaction already"):
+            await begin_with(raw.driver_connection)
+        assert await execute(raw.driver_connection, "ROLLBACK") == "ROLLBACK"
+    finally:
+        raw.close()
+
+
+async def test_a_connection_given_back_inside_a_transaction_is_closed_not_pooled(
+    engine: AsyncEngine,
+) -> None:
+    # Whatever left it there: the next request must not inherit the transaction or its locks.
+    raw = await engine.raw_connection()
+    driver: asyncpg.Connection = raw.driver_connection
+    await begin_with(driver, "SELECT pg_advisory_xact_lock(4242)")
+    assert await _locks_of(engine, raw)
+    raw.close()
+
+    assert driver.is_closed()
+    async with engine.connect() as other:
+        for _ in range(50):  # the server ends the backend, and its locks, at once
+            held = await other.scalar(
+                text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = 4242")
+            )
+            if not held:
+                break
+            await asyncio.sleep(0.02)
+        assert not held

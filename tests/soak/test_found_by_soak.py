@@ -178,12 +178,19 @@ async def test_a_write_whose_commit_finds_the_connection_gone_is_a_503_not_a_500
     assert (await add(client, product.id, 1)).status_code == 303
 
     async def end_the_requests_connection(response: Any) -> Any:
-        session = g.get("db")
-        if session is not None and request.method == "POST" and response.status_code < 400:
+        # The line write's own connection (`services.db.db_write`), else the session's.
+        write, session = g.get("db_write"), g.get("db")
+        if request.method != "POST" or response.status_code >= 400:
+            return response
+        if write is not None:
+            pid = write.driver_connection.get_server_pid()
+        elif session is not None:
             pid = (await session.execute(text("SELECT pg_backend_pid()"))).scalar_one()
-            async with db.bind.connect() as other:  # type: ignore[union-attr]
-                await other.execute(text(f"SELECT pg_terminate_backend({int(pid)})"))
-            await asyncio.sleep(settle)
+        else:
+            return response
+        async with db.bind.connect() as other:  # type: ignore[union-attr]
+            await other.execute(text(f"SELECT pg_terminate_backend({int(pid)})"))
+        await asyncio.sleep(settle)
         return response
 
     # After-request hooks run last-registered first: this one before the commit.

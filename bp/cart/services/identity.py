@@ -11,13 +11,17 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 import secrets
 from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
+import asyncpg
 from sqlalchemy import ColumnElement, Text, and_, bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.direct_reads import DirectQuery, begin_with, fetch_row
 
 USER_KEY = "uid"
 ANONYMOUS_KEY = "cart_sid"
@@ -105,6 +109,13 @@ def pending_merge(session: Mapping[str, Any]) -> tuple[int, str] | None:
 _OWNER_LOCK = select(
     func.pg_advisory_xact_lock(func.hashtextextended(bindparam("key", type_=Text), 0))
 )
+_OWNER_LOCK_DIRECT = DirectQuery(_OWNER_LOCK, parameters=("key",))
+# The keys this app makes (`u:<id>`, `s:<urlsafe base64>`), safe to write as a literal.
+_LITERAL_KEY = re.compile(r"[A-Za-z0-9_:-]{1,100}", flags=re.ASCII)
+
+
+def _lock_key(identity: Identity) -> str:
+    return f"cart:{identity.key}"
 
 
 async def lock_identity(session: AsyncSession, identity: Identity) -> None:
@@ -115,4 +126,25 @@ async def lock_identity(session: AsyncSession, identity: Identity) -> None:
     connection inside that transaction. A request cancelled at any point (a client gone)
     then ends with the session's rollback, as every other statement of the session.
     """
-    await session.execute(_OWNER_LOCK, {"key": f"cart:{identity.key}"})
+    await session.execute(_OWNER_LOCK, {"key": _lock_key(identity)})
+
+
+async def lock_owner(connection: asyncpg.Connection, identity: Identity) -> None:
+    """`lock_identity` on an asyncpg connection: the lock of the same key, held until
+    the connection's transaction ends.
+
+    On the request's write connection (`services.db.db_write`), which has no transaction
+    yet, the lock begins one: `BEGIN` and the lock in one round trip (the key written as
+    a literal, so it is sent only when made of characters that need no quoting; any
+    other is sent as a parameter, after its own `BEGIN`). Inside a transaction begun
+    already (a second write of the request, or a session's: `session_connection`), only
+    the lock is sent.
+    """
+    key = _lock_key(identity)
+    if connection.is_in_transaction():
+        await fetch_row(connection, _OWNER_LOCK_DIRECT, {"key": key})
+    elif _LITERAL_KEY.fullmatch(key):
+        await begin_with(connection, f"SELECT pg_advisory_xact_lock(hashtextextended('{key}', 0))")
+    else:
+        await begin_with(connection)
+        await fetch_row(connection, _OWNER_LOCK_DIRECT, {"key": key})

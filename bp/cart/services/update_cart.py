@@ -3,6 +3,12 @@
 Every write of one owner runs under that owner's advisory lock, so racing requests
 end as if they had run one after the other; the partial unique index keeps one live
 line per owner, product and market place whatever happens.
+
+Add, update and remove take an asyncpg connection: the request's write connection
+(`services.db.db_write`), whose transaction the owner's lock begins, or a session's
+inside its transaction (`services.direct_reads.session_connection`), as the cart
+form's typed quantities do. Each is then two statements: the lock, and one that reads
+what the checks need and writes when they pass.
 """
 
 from __future__ import annotations
@@ -13,7 +19,18 @@ from functools import lru_cache
 from typing import Any
 
 import asyncpg
-from sqlalchemy import ColumnElement, Integer, bindparam, func, select, text, union_all, update
+from sqlalchemy import (
+    ColumnElement,
+    Integer,
+    and_,
+    bindparam,
+    func,
+    or_,
+    select,
+    text,
+    union_all,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
@@ -26,7 +43,7 @@ from bp.cart.services.get_cart import (
     owner_kind,
     owner_params,
 )
-from bp.cart.services.identity import Identity, lock_identity
+from bp.cart.services.identity import Identity, lock_identity, lock_owner
 from bp.cart.services.total import unit_price
 from models import CalendarEntry, CartItem, MarketPlace, Product
 from services.direct_reads import DirectQuery, fetch_all, fetch_row, session_connection
@@ -133,9 +150,8 @@ async def upsert_line(
     quantity: int,
     max_quantity: int,
 ) -> int | None:
-    """Add `quantity` to the owner's live line; None when that would pass the maximum.
-
-    `connection` is the session's, inside its transaction (`session_connection`)."""
+    """Add `quantity` to the owner's live line; None when that would pass the maximum
+    (the login merge's: `connection` is inside a transaction holding the owner's lock)."""
     row = await fetch_row(
         connection,
         _upsert_query(owner_kind(identity)),
@@ -151,9 +167,16 @@ async def upsert_line(
 
 
 @lru_cache(maxsize=4)
-def _offer_query(kind: OwnerKind) -> DirectQuery:
-    """What an add checks, in one statement: the product, whether the chosen market
-    exists (the form's, else the product's), and the currencies the cart holds."""
+def _add_query(kind: OwnerKind) -> DirectQuery:
+    """What an add checks and the add itself, in one statement: the product, whether the
+    chosen market (the form's, else the product's) exists, the currencies the cart
+    holds, whether all of it allows the add (`buyable`); and then, when it does and a
+    quantity is given, the line added to or inserted (`new_quantity`, None when that
+    would pass the maximum). Built once per owner kind.
+
+    The caller says which check refused the add from the same row; `buyable` must agree.
+    """
+    owner = "user_id" if kind == "user" else "session_id"
     chosen = func.coalesce(bindparam("market_place_id", type_=Integer), Product.market_place_id)
     in_cart = aliased(Product)
     held = union_all(
@@ -166,21 +189,77 @@ def _offer_query(kind: OwnerKind) -> DirectQuery:
             CalendarEntry.deleted_at.is_(None),
         ),
     ).subquery("held")
-    offer = select(
-        Product.title,
-        Product.deleted_at,
-        Product.regular_price,
-        Product.special_price,
-        Product.currency,
-        Product.market_place_id,
-        select(MarketPlace.id).where(MarketPlace.id == chosen).exists().label("market_exists"),
-        select(func.array_agg(func.distinct(held.c.currency))).scalar_subquery().label("held"),
-    ).where(Product.id == bindparam("product_id"))
-    return DirectQuery(offer, parameters=(*OWNER_PARAMETERS[kind], "product_id", "market_place_id"))
+    held_currencies = select(func.array_agg(func.distinct(held.c.currency))).scalar_subquery()
+    market_exists = select(MarketPlace.id).where(MarketPlace.id == chosen).exists()
+    offer = (
+        select(
+            Product.title,
+            Product.deleted_at,
+            Product.regular_price,
+            Product.special_price,
+            Product.currency,
+            Product.market_place_id,
+            chosen.label("chosen_market"),
+            market_exists.label("market_exists"),
+            held_currencies.label("held"),
+        )
+        .where(Product.id == bindparam("product_id"))
+        .cte("offer")
+    )
+    buyable = and_(  # add_to_cart's checks, in its order
+        offer.c.deleted_at.is_(None),
+        func.coalesce(offer.c.special_price, offer.c.regular_price).is_not(None),  # unit_price
+        offer.c.chosen_market.is_not(None),
+        or_(
+            offer.c.market_place_id.is_(None),
+            offer.c.chosen_market == offer.c.market_place_id,
+        ),
+        offer.c.market_exists,
+        or_(offer.c.held.is_(None), offer.c.currency == func.any(offer.c.held)),
+    )
+    quantity = bindparam("quantity", type_=Integer)
+    insert_line = insert(CartItem).from_select(
+        ["user_id", "session_id", "product_id", "market_place_id", "quantity"],
+        select(
+            bindparam("user_id", type_=Integer),
+            bindparam("session_id", type_=CartItem.session_id.type),
+            bindparam("product_id", type_=Integer),
+            offer.c.chosen_market,
+            quantity,
+        ).where(buyable, quantity.is_not(None)),
+    )
+    upsert = (
+        insert_line.on_conflict_do_update(
+            index_elements=[owner, "product_id", "market_place_id"],
+            index_where=text(f"deleted_at IS NULL AND {owner} IS NOT NULL"),
+            set_={
+                "quantity": CartItem.quantity + insert_line.excluded.quantity,
+                "updated_at": func.now(),
+            },
+            where=CartItem.quantity + insert_line.excluded.quantity <= bindparam("max_quantity"),
+        )
+        .returning(CartItem.quantity)
+        .cte("added")
+    )
+    statement = select(
+        offer,
+        buyable.label("buyable"),
+        select(upsert.c.quantity).scalar_subquery().label("new_quantity"),
+    )
+    parameters = (
+        *OWNER_PARAMETERS[kind],
+        "user_id",
+        "session_id",
+        "product_id",
+        "market_place_id",
+        "quantity",
+        "max_quantity",
+    )
+    return DirectQuery(statement, parameters=parameters)
 
 
 async def add_to_cart(
-    session: AsyncSession,
+    connection: asyncpg.Connection,
     identity: Identity,
     *,
     product_id: int,
@@ -190,16 +269,23 @@ async def add_to_cart(
 ) -> LineChange:
     """Put `quantity` of a product in the owner's cart (adding to a line already there).
 
-    Under the owner's lock: one statement reads everything the checks need (product,
-    market, the cart's currencies), then the conditional upsert.
+    Under the owner's lock (`lock_owner`), one statement reads everything the checks
+    need (product, market, the cart's currencies) and adds the line when they pass.
     """
-    await lock_identity(session, identity)
-    connection = await session_connection(session)
+    await lock_owner(connection, identity)
     row = None
     if fits_sql_integer(product_id):
-        asked = market_place_id if fits_sql_integer(market_place_id) else None
-        params = {**owner_params(identity), "product_id": product_id, "market_place_id": asked}
-        row = await fetch_row(connection, _offer_query(owner_kind(identity)), params)
+        fits = fits_sql_integer(market_place_id)
+        params = {
+            **owner_params(identity),
+            **identity.columns(),
+            "product_id": product_id,
+            "market_place_id": market_place_id if fits else None,
+            # No quantity, no write: the checks below refuse it first.
+            "quantity": quantity if fits and quantity <= max_quantity else None,
+            "max_quantity": max_quantity,
+        }
+        row = await fetch_row(connection, _add_query(owner_kind(identity)), params)
     refuse_unbuyable(row)
     assert row is not None
     title = row["title"]
@@ -213,17 +299,11 @@ async def add_to_cart(
     refuse_second_currency(set(row["held"] or ()), row["currency"])
     if quantity > max_quantity:
         raise CartError(f"You can have at most {max_quantity} of {title} in your cart.")
-    new_quantity = await upsert_line(
-        connection,
-        identity,
-        product_id=product_id,
-        market_place_id=market,
-        quantity=quantity,
-        max_quantity=max_quantity,
-    )
-    if new_quantity is None:
+    if not row["buyable"]:  # the statement's checks and these must agree
+        raise RuntimeError(f"product {product_id} passed the add's checks but not its statement's")
+    if row["new_quantity"] is None:
         raise CartError(f"You can have at most {max_quantity} of {title} in your cart.")
-    return LineChange(title, new_quantity, product_id)
+    return LineChange(title, int(row["new_quantity"]), product_id)
 
 
 def _line_filter(kind: OwnerKind, by_market: bool) -> list[ColumnElement[bool]]:
@@ -304,7 +384,7 @@ def _remove_query(kind: OwnerKind, by_market: bool) -> DirectQuery:
 
 
 async def set_quantity(
-    session: AsyncSession,
+    connection: asyncpg.Connection,
     identity: Identity,
     *,
     product_id: int,
@@ -312,13 +392,12 @@ async def set_quantity(
     market_place_id: int | None,
     max_quantity: int,
 ) -> LineChange:
-    """Set a line's quantity; 0 removes it."""
+    """Set a line's quantity; 0 removes it. Under the owner's lock (`lock_owner`)."""
     if quantity == 0:
         return await remove_from_cart(
-            session, identity, product_id=product_id, market_place_id=market_place_id
+            connection, identity, product_id=product_id, market_place_id=market_place_id
         )
-    await lock_identity(session, identity)
-    connection = await session_connection(session)
+    await lock_owner(connection, identity)
     lines = []
     if fits_sql_integer(product_id, market_place_id):
         query = _set_quantity_query(owner_kind(identity), market_place_id is not None)
@@ -340,15 +419,14 @@ async def set_quantity(
 
 
 async def remove_from_cart(
-    session: AsyncSession,
+    connection: asyncpg.Connection,
     identity: Identity,
     *,
     product_id: int,
     market_place_id: int | None,
 ) -> LineChange:
-    """Take a product's line(s) out of the cart (soft delete)."""
-    await lock_identity(session, identity)
-    connection = await session_connection(session)
+    """Take a product's line(s) out of the cart (soft delete). Under the owner's lock."""
+    await lock_owner(connection, identity)
     removed = []
     if fits_sql_integer(product_id, market_place_id):
         query = _remove_query(owner_kind(identity), market_place_id is not None)
@@ -390,6 +468,7 @@ async def set_typed_quantities(
         (line.product_id, line.market_place_id): line.quantity
         for line in await get_cart_lines(session, identity)
     }
+    connection = await session_connection(session)  # in the session's transaction
     changes = []
     for box in wanted:
         now = held.get((box.product_id, box.market_place_id))
@@ -397,7 +476,7 @@ async def set_typed_quantities(
             continue  # already so: nothing to tell
         try:
             change = await set_quantity(
-                session,
+                connection,
                 identity,
                 product_id=box.product_id,
                 quantity=box.asked,
