@@ -13,10 +13,13 @@ none for being told "no"), and a message needs no more than the next page.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, cast
 
-from itsdangerous import BadSignature, URLSafeTimedSerializer
+from itsdangerous import BadData, TimestampSigner
+from itsdangerous.encoding import base64_decode, base64_encode
 from quart import Quart, Response, current_app, g, get_flashed_messages, request
 
 LEVELS = ("success", "error", "info")
@@ -85,8 +88,23 @@ async def flash_beside(
     notes.append([category, text[:500]])
 
 
-def _notes_serializer() -> URLSafeTimedSerializer:
-    return URLSafeTimedSerializer(current_app.config["SECRET_KEY"], salt="cart-notes")
+@lru_cache(maxsize=4)
+def _notes_signer(secret_key: str) -> TimestampSigner:
+    return TimestampSigner(secret_key, salt="cart-notes")
+
+
+def _sign_notes(notes: list[list[str]]) -> str:
+    """The notes as URL-safe base64 JSON, timestamped and signed. Not itsdangerous'
+    `URLSafeTimedSerializer`: it tries zlib on every value, which cost two thirds of
+    the 40 µs it took per answer, for a cookie that lives five minutes."""
+    payload = base64_encode(json.dumps(notes, separators=(",", ":")).encode())
+    return _notes_signer(current_app.config["SECRET_KEY"]).sign(payload).decode("ascii")
+
+
+def _unsign_notes(raw: str) -> Any:
+    """What `_sign_notes` signed, if the signature holds and it is not too old."""
+    signer = _notes_signer(current_app.config["SECRET_KEY"])
+    return json.loads(base64_decode(signer.unsign(raw, max_age=NOTES_MAX_AGE_SECONDS)))
 
 
 def _notes_from_cookie() -> list[tuple[str, str]]:
@@ -96,8 +114,8 @@ def _notes_from_cookie() -> list[tuple[str, str]]:
         return []
     g.notes_read = True
     try:
-        notes: Any = _notes_serializer().loads(raw, max_age=NOTES_MAX_AGE_SECONDS)
-    except (BadSignature, ValueError):
+        notes: Any = _unsign_notes(raw)
+    except (BadData, ValueError):
         return []
     if not isinstance(notes, list):
         return []
@@ -111,9 +129,9 @@ async def _write_notes(response: Response) -> Response:
     notes: list[list[str]] | None = g.get("new_notes")
     secure = current_app.config["SETTINGS"].session.cookie_secure
     if notes:
-        value = _notes_serializer().dumps(notes)
+        value = _sign_notes(notes)
         if len(value) > NOTES_MAX_CHARS:
-            value = _notes_serializer().dumps(notes[-1:])
+            value = _sign_notes(notes[-1:])
         response.set_cookie(
             NOTES_COOKIE,
             value,
