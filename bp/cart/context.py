@@ -7,12 +7,13 @@ from typing import Any
 
 from asyncpg import InterfaceError, PostgresError
 from flask.templating import _default_template_ctx_processor as flask_default_processor
-from quart import Quart, current_app, flash, request, session
+from quart import Quart, current_app, flash, g, request, session
 from sqlalchemy.exc import SQLAlchemyError
 
 from bp.cart.responses import current_identity, settings
 from bp.cart.services.identity import ANONYMOUS_KEY, pending_merge
 from bp.cart.services.merge_carts import merge_anonymous_cart
+from bp.cart.services.page_cart import CartView
 from bp.cart.services.summary import get_cart_summary
 from services.db import db_connection, note_database_failed
 from services.errors import CartError
@@ -49,14 +50,24 @@ async def merge_after_login() -> None:
         await flash(report.message(), "success")
 
 
+def show_badge_of(view: CartView) -> None:
+    """The badge of this request's page counts `view`, the whole cart the page read:
+    `cart_context` then has no need to read the summary again."""
+    g.cart_view = view
+
+
 async def cart_context() -> dict[str, Any]:
     """Site navigation and the cart badge for the base template."""
     config = settings()
+    view: CartView | None = g.get("cart_view")
     try:
         connection = await db_connection()
-        badge = await get_cart_summary(
-            connection, current_identity(), default_currency=config.cart.currency
-        )
+        if view is not None:
+            badge = view.summary()
+        else:
+            badge = await get_cart_summary(
+                connection, current_identity(), default_currency=config.cart.currency
+            )
         navigation = await get_navigation_tree(connection, blog_url=config.app_urls.get("blog", ""))
     except CartError:
         return {"cart_badge": None, "navigation": []}  # a mixed cart: no badge, said elsewhere

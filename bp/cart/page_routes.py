@@ -8,7 +8,7 @@ from quart import Blueprint
 
 from bp.cart.line_answers import init_quantity_answers
 from bp.cart.responses import checkout_and_pay, current_identity, settings
-from bp.cart.services.page_cart import get_cart_view, get_page, get_page_and_merchant
+from bp.cart.services.page_cart import get_cart_view, get_page
 from services.db import db_connection, read_only
 from services.rate_limits import rate_limited
 from services.templating import render_page
@@ -22,11 +22,11 @@ init_quantity_answers(bp)  # a refused quantity typed before "Checkout" answers 
 async def page_cart(page_slug: str) -> str:
     """The lines and bookings of one page."""
     db = await db_connection()
-    page, paid_directly = await get_page_and_merchant(db, page_slug)
+    page = await get_page(db, page_slug)
     view = await get_cart_view(
         db, current_identity(), default_currency=settings().cart.currency, page=page
     )
-    return await render_page("cart/page.html", view=view, page=page, paid_directly=paid_directly)
+    return await render_page("cart/page.html", view=view, page=page)
 
 
 @bp.post("/<page_slug>/checkout/")

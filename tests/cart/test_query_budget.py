@@ -18,10 +18,11 @@ from tests.factories import make_calendar, make_entry, make_market, make_page, m
 from tests.shopper import add, csrf_token, login, page_text, post_form
 
 # Measured, and kept on purpose: a change here is a change to every page's cost.
-# lines, entries, which pages take payment themselves (named before paying), the badge
-# summary and the navigation; a page's cart loads the page, and with it whether it takes
-# payment itself.
-OVERVIEW_QUERIES = 5
+# The overview: lines and entries, each with whether its page takes payment itself (named
+# before paying), and the navigation; the badge counts the lines and entries read. A page's
+# cart: the page (and whether it takes payment itself), its lines and entries, the badge
+# summary of the whole cart and the navigation.
+OVERVIEW_QUERIES = 3
 PAGE_CART_QUERIES = 5
 SUMMARY_QUERIES = 1  # one query, also when scoped to a page
 # The owner's lock, the offer (product, market, currencies), the upsert; JSON: the summary.

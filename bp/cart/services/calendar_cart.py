@@ -25,6 +25,7 @@ from bp.cart.services.get_cart import (
     owner_kind,
     owner_page_parameters,
     owner_page_params,
+    page_paid_directly,
 )
 from bp.cart.services.identity import Identity, lock_identity
 from bp.cart.services.update_cart import fits_sql_integer
@@ -88,6 +89,7 @@ def _entries_query(kind: OwnerKind, scoped: bool) -> Select[*tuple[Any, ...]]:
             Post.id.label("page_id"),
             Post.slug.label("page_slug"),
             Post.title.label("page_title"),
+            page_paid_directly().label("page_paid_directly"),
             CalendarEntry.state,
             CalendarEntry.order_id,
         )
@@ -116,7 +118,9 @@ def _cart_entries(rows: Iterable[Mapping[Any, Any]]) -> list[CartEntry]:
             end_at=row["end_at"],
             cost=row["cost"],
             currency=row["currency"],
-            page=PageRef(row["page_id"], row["page_slug"], row["page_title"]),
+            page=PageRef(
+                row["page_id"], row["page_slug"], row["page_title"], row["page_paid_directly"]
+            ),
             held_by=row["order_id"] if row["state"] == "ordered" else None,
         )
         for row in rows

@@ -16,13 +16,14 @@ from functools import lru_cache
 from typing import Any, Literal
 
 import asyncpg
-from sqlalchemy import ColumnElement, Select, and_, bindparam, literal, select
+from sqlalchemy import ColumnElement, Select, and_, bindparam, exists, literal, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bp.cart.services.identity import Identity
 from bp.cart.services.total import line_total, unit_price
-from models import CartItem, MarketPlace, Post, Product
+from models import CartItem, MarketPlace, PageConfig, Post, Product
 from services.direct_reads import DirectQuery, fetch_all
+from services.page_merchants import has_own_merchant
 
 OwnerKind = Literal["user", "session", "nobody"]
 # The bound parameters `owner_condition()` leaves to `owner_params()`, by kind.
@@ -65,6 +66,13 @@ class PageRef:
     id: int
     slug: str
     title: str
+    # Whether the page takes payment with its own SumUp account (shoppers are told so).
+    paid_directly: bool = False
+
+
+def page_paid_directly() -> ColumnElement[bool]:
+    """SQL: the `Post` takes payment with its own SumUp account, as `PageRef.paid_directly`."""
+    return exists().where(PageConfig.post_id == Post.id, has_own_merchant())
 
 
 @dataclass(frozen=True)
@@ -107,6 +115,7 @@ def _lines_query(kind: OwnerKind, scoped: bool, for_update: bool) -> Select[*tup
             Post.id.label("page_id"),
             Post.slug.label("page_slug"),
             Post.title.label("page_title"),
+            page_paid_directly().label("page_paid_directly"),
         )
         .join(Product, Product.id == CartItem.product_id)
         .join(MarketPlace, MarketPlace.id == CartItem.market_place_id)
@@ -148,7 +157,7 @@ def _cart_lines(rows: Iterable[Mapping[Any, Any]]) -> list[CartLine]:
         page = pages.get(row["page_id"])
         if page is None:
             page = pages[row["page_id"]] = PageRef(
-                row["page_id"], row["page_slug"], row["page_title"]
+                row["page_id"], row["page_slug"], row["page_title"], row["page_paid_directly"]
             )
         price = unit_price(row["regular_price"], row["special_price"])
         lines.append(
