@@ -15,7 +15,7 @@ from bp.cart.responses import current_identity, settings
 from bp.cart.services.identity import ANONYMOUS_KEY, pending_merge
 from bp.cart.services.merge_carts import merge_anonymous_cart
 from bp.cart.services.page_cart import CartView
-from bp.cart.services.summary import get_cart_summary
+from bp.cart.services.summary import get_page_header
 from services.db import db_connection, note_database_failed
 from services.errors import CartError
 from services.navigation import get_navigation_tree
@@ -80,15 +80,19 @@ async def cart_context() -> dict[str, Any]:
     """Site navigation and the cart badge for the base template."""
     config = settings()
     view: CartView | None = g.get("cart_view")
+    blog_url = config.app_urls.get("blog", "")
     try:
         connection = await db_connection()
         if view is not None:
             badge = view.summary()
+            navigation = await get_navigation_tree(connection, blog_url=blog_url)
         else:
-            badge = await get_cart_summary(
-                connection, current_identity(), default_currency=config.cart.currency
+            badge, navigation = await get_page_header(
+                connection,
+                current_identity(),
+                default_currency=config.cart.currency,
+                blog_url=blog_url,
             )
-        navigation = await get_navigation_tree(connection, blog_url=config.app_urls.get("blog", ""))
     except CartError:
         return {"cart_badge": None, "navigation": []}  # a mixed cart: no badge, said elsewhere
     except (SQLAlchemyError, PostgresError, InterfaceError, ConnectionRefusedError) as error:

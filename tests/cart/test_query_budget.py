@@ -20,10 +20,10 @@ from tests.shopper import add, csrf_token, login, page_text, post_form
 # Measured, and kept on purpose: a change here is a change to every page's cost.
 # The overview: lines and entries, each with whether its page takes payment itself (named
 # before paying), and the navigation; the badge counts the lines and entries read. A page's
-# cart: the page (and whether it takes payment itself), its lines and entries, the badge
-# summary of the whole cart and the navigation.
+# cart: the page (and whether it takes payment itself), its lines and entries, and the
+# header (the badge summary of the whole cart with the navigation, in one query).
 OVERVIEW_QUERIES = 3
-PAGE_CART_QUERIES = 5
+PAGE_CART_QUERIES = 4
 SUMMARY_QUERIES = 1  # one query, also when scoped to a page
 # The owner's lock, the offer (product, market, currencies), the upsert; JSON: the summary.
 ADD_QUERIES = 3
