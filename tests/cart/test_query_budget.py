@@ -20,10 +20,12 @@ from tests.shopper import add, csrf_token, login, page_text, post_form
 # Measured, and kept on purpose: a change here is a change to every page's cost.
 # The overview: lines and entries, each with whether its page takes payment itself (named
 # before paying), and the navigation; the badge counts the lines and entries read. A page's
-# cart: the page (and whether it takes payment itself), its lines and entries, and the
-# header (the badge summary of the whole cart with the navigation, in one query).
+# cart: its lines and entries, which bring the page (and whether it takes payment itself),
+# and the header (the badge summary of the whole cart with the navigation, in one query);
+# the page is read on its own only when the cart holds nothing of it.
 OVERVIEW_QUERIES = 3
-PAGE_CART_QUERIES = 4
+PAGE_CART_QUERIES = 3
+EMPTY_PAGE_CART_QUERIES = 4
 SUMMARY_QUERIES = 1  # one query, also when scoped to a page
 # The owner's lock, the offer (product, market, currencies), the upsert; JSON: the summary.
 ADD_QUERIES = 3
@@ -169,6 +171,17 @@ async def test_page_cart_runs_the_same_queries_for_one_line_and_ten(
     assert counts == [PAGE_CART_QUERIES, PAGE_CART_QUERIES]
     page = await (await big.get("/cart/big-0/")).get_data(as_text=True)
     assert page.count('data-testid="cart-line"') == 10
+
+
+async def test_a_page_cart_holding_nothing_of_its_page_reads_the_page_on_its_own(
+    app: Quart, db: AsyncSession, shoppers: tuple[Client, Client]
+) -> None:
+    await _small_and_big(db, shoppers)
+    small, _ = shoppers
+    assert await queries_of(app, small, "/cart/big-0/") == EMPTY_PAGE_CART_QUERIES
+    page = await (await small.get("/cart/big-0/")).get_data(as_text=True)
+    assert "Nothing from Big-0 is in your cart." in page
+    assert (await small.get("/cart/no-such-page/")).status_code == 404
 
 
 @pytest.mark.parametrize("scoped", [False, True], ids=["whole cart", "one page"])

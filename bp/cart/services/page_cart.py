@@ -141,12 +141,29 @@ async def get_cart_view(
     identity: Identity | None,
     *,
     default_currency: str,
-    page: PageRef | None = None,
+    page_slug: str | None = None,
 ) -> CartView:
-    """The owner's whole cart, or one page's part of it (two queries, whatever its size)."""
+    """The owner's whole cart, or the part of it from the page called `page_slug` (two
+    queries, whatever its size)."""
     if identity is None:
         return CartView([], Decimal("0.00"), default_currency)
-    page_id = page.id if page else None
-    lines = await read_cart_lines(connection, identity, page_id=page_id)
-    entries = await read_cart_entries(connection, identity, page_id=page_id)
+    lines = await read_cart_lines(connection, identity, page_slug=page_slug)
+    entries = await read_cart_entries(connection, identity, page_slug=page_slug)
     return group_by_page(lines, entries, default_currency=default_currency)
+
+
+async def get_page_cart(
+    connection: asyncpg.Connection,
+    identity: Identity | None,
+    *,
+    page_slug: str,
+    default_currency: str,
+) -> tuple[PageRef, CartView]:
+    """A page and the owner's part of the cart from it: the page comes with its lines and
+    bookings, and is read on its own only when the cart holds nothing of it (404 when
+    there is no such page)."""
+    view = await get_cart_view(
+        connection, identity, default_currency=default_currency, page_slug=page_slug
+    )
+    page = view.groups[0].page if view.groups else await get_page(connection, page_slug)
+    return page, view
