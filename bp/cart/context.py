@@ -3,21 +3,25 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 from asyncpg import InterfaceError, PostgresError
 from flask.templating import _default_template_ctx_processor as flask_default_processor
-from quart import Quart, current_app, flash, request, session
+from quart import Quart, current_app, flash, g, request, session
 from sqlalchemy.exc import SQLAlchemyError
 
 from bp.cart.responses import current_identity, settings
 from bp.cart.services.identity import ANONYMOUS_KEY, pending_merge
 from bp.cart.services.merge_carts import merge_anonymous_cart
-from bp.cart.services.summary import get_cart_summary
+from bp.cart.services.page_cart import CartView
+from bp.cart.services.summary import get_page_header
 from services.db import db_connection, note_database_failed
 from services.errors import CartError
 from services.navigation import get_navigation_tree
+from services.page_messages import PageMessages
 from services.rate_limits import enforce
+from services.templating import UrlForEach
 
 log = logging.getLogger(__name__)
 NO_SESSION_PATHS = ("/healthz", "/readyz", "/metrics")
@@ -49,15 +53,46 @@ async def merge_after_login() -> None:
         await flash(report.message(), "success")
 
 
+@dataclass(frozen=True)
+class LineForms:
+    """What the forms of every line of a cart page share, made once per page by
+    templates/cart/_cart.html (the CSRF token, `next`, the actions' URLs, the messages to
+    show beside lines): a frozen dataclass rather than a Jinja namespace, whose every
+    attribute read, about ten per line, went through Python code."""
+
+    csrf: str
+    next: str
+    update_url: UrlForEach
+    remove_url: UrlForEach
+    remove_entry_url: UrlForEach
+    update_quantities: str
+    max_quantity: int
+    messages: PageMessages
+
+
+def show_badge_of(view: CartView) -> None:
+    """The badge of this request's page counts `view`, the whole cart the page read:
+    `cart_context` then has no need to read the summary again."""
+    g.cart_view = view
+
+
 async def cart_context() -> dict[str, Any]:
     """Site navigation and the cart badge for the base template."""
     config = settings()
+    view: CartView | None = g.get("cart_view")
+    blog_url = config.app_urls.get("blog", "")
     try:
         connection = await db_connection()
-        badge = await get_cart_summary(
-            connection, current_identity(), default_currency=config.cart.currency
-        )
-        navigation = await get_navigation_tree(connection, blog_url=config.app_urls.get("blog", ""))
+        if view is not None:
+            badge = view.summary()
+            navigation = await get_navigation_tree(connection, blog_url=blog_url)
+        else:
+            badge, navigation = await get_page_header(
+                connection,
+                current_identity(),
+                default_currency=config.cart.currency,
+                blog_url=blog_url,
+            )
     except CartError:
         return {"cart_badge": None, "navigation": []}  # a mixed cart: no badge, said elsewhere
     except (SQLAlchemyError, PostgresError, InterfaceError, ConnectionRefusedError) as error:
@@ -85,6 +120,7 @@ def init_cart_context(app: Quart) -> None:
     """The login merge before each request; navigation and badge in every page."""
     app.before_request(merge_after_login)
     app.context_processor(cart_context)
+    app.jinja_env.globals["line_forms"] = LineForms
 
     @app.before_serving
     async def _lean_templates() -> None:

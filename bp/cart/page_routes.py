@@ -8,7 +8,7 @@ from quart import Blueprint
 
 from bp.cart.line_answers import init_quantity_answers
 from bp.cart.responses import checkout_and_pay, current_identity, settings
-from bp.cart.services.page_cart import get_cart_view, get_page, get_page_and_merchant
+from bp.cart.services.page_cart import get_page, get_page_cart
 from services.db import db_connection, read_only
 from services.rate_limits import rate_limited
 from services.templating import render_page
@@ -21,12 +21,13 @@ init_quantity_answers(bp)  # a refused quantity typed before "Checkout" answers 
 @read_only
 async def page_cart(page_slug: str) -> str:
     """The lines and bookings of one page."""
-    db = await db_connection()
-    page, paid_directly = await get_page_and_merchant(db, page_slug)
-    view = await get_cart_view(
-        db, current_identity(), default_currency=settings().cart.currency, page=page
+    page, view = await get_page_cart(
+        await db_connection(),
+        current_identity(),
+        page_slug=page_slug,
+        default_currency=settings().cart.currency,
     )
-    return await render_page("cart/page.html", view=view, page=page, paid_directly=paid_directly)
+    return await render_page("cart/page.html", view=view, page=page)
 
 
 @bp.post("/<page_slug>/checkout/")

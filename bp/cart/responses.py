@@ -148,7 +148,7 @@ async def cart_updated(changes: list[LineChange], page: PageRef | None, path: st
         await db_connection(),  # the request's own: it sees the quantities just saved
         current_identity(),
         default_currency=config.cart.currency,
-        page=page if on_page_cart else None,
+        page_slug=page.slug if page is not None and on_page_cart else None,
     )
     what = ", ".join(
         f"{change.quantity} × {change.title}" if change.quantity else f"{change.title} taken out"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from decimal import Decimal
 
 from quart.typing import TestClientProtocol as Client
@@ -155,6 +156,22 @@ async def test_badge_counts_lines_and_entries(client: Client, db: AsyncSession) 
     assert 'data-testid="cart-badge">4<' in page
 
 
+async def test_the_overview_badge_counts_what_can_be_bought_and_the_bookings(
+    client: Client, db: AsyncSession
+) -> None:
+    page, market = await make_shop(db)
+    gone = await make_product(db, market)
+    await add(client, (await make_product(db, market)).id, 3)
+    await add(client, gone.id, 2)
+    gone.deleted_at = datetime.now(UTC)
+    await db.commit()
+    [line, _] = await _live_lines(db)
+    await make_entry(db, await make_calendar(db, page), session_id=line.session_id)
+    overview = await page_text(await client.get("/cart/"))
+    assert 'data-testid="cart-badge">4<' in overview  # as every other page counts them
+    assert 'data-testid="cart-badge">4<' in await page_text(await client.get("/dev/shop"))
+
+
 async def test_live_price_follows_the_product(client: Client, db: AsyncSession) -> None:
     _, market = await make_shop(db)
     product = await make_product(db, market, price="5.00")
@@ -216,3 +233,6 @@ async def test_a_page_cart_says_whether_the_page_or_the_coop_is_paid(
     assert f"You pay {farm.title} directly" in farm_page
     assert "You pay the Rose Ash cooperative" in cafe_page
     assert "directly" not in cafe_page
+    overview = await page_text(await client.get("/cart/"))
+    assert f"Paid to {farm.title} directly, with its own SumUp account." in overview
+    assert overview.count("Paid to the Rose Ash cooperative through SumUp.") == 1

@@ -18,11 +18,14 @@ from tests.factories import make_calendar, make_entry, make_market, make_page, m
 from tests.shopper import add, csrf_token, login, page_text, post_form
 
 # Measured, and kept on purpose: a change here is a change to every page's cost.
-# lines, entries, which pages take payment themselves (named before paying), the badge
-# summary and the navigation; a page's cart loads the page, and with it whether it takes
-# payment itself.
-OVERVIEW_QUERIES = 5
-PAGE_CART_QUERIES = 5
+# The overview: lines and entries, each with whether its page takes payment itself (named
+# before paying), and the navigation; the badge counts the lines and entries read. A page's
+# cart: its lines and entries, which bring the page (and whether it takes payment itself),
+# and the header (the badge summary of the whole cart with the navigation, in one query);
+# the page is read on its own only when the cart holds nothing of it.
+OVERVIEW_QUERIES = 3
+PAGE_CART_QUERIES = 3
+EMPTY_PAGE_CART_QUERIES = 4
 SUMMARY_QUERIES = 1  # one query, also when scoped to a page
 # The owner's lock (sent with the BEGIN), the add (product, market and currencies read,
 # the line upserted when they allow it, in one statement); JSON: the summary.
@@ -173,6 +176,17 @@ async def test_page_cart_runs_the_same_queries_for_one_line_and_ten(
     assert counts == [PAGE_CART_QUERIES, PAGE_CART_QUERIES]
     page = await (await big.get("/cart/big-0/")).get_data(as_text=True)
     assert page.count('data-testid="cart-line"') == 10
+
+
+async def test_a_page_cart_holding_nothing_of_its_page_reads_the_page_on_its_own(
+    app: Quart, db: AsyncSession, shoppers: tuple[Client, Client]
+) -> None:
+    await _small_and_big(db, shoppers)
+    small, _ = shoppers
+    assert await queries_of(app, small, "/cart/big-0/") == EMPTY_PAGE_CART_QUERIES
+    page = await (await small.get("/cart/big-0/")).get_data(as_text=True)
+    assert "Nothing from Big-0 is in your cart." in page
+    assert (await small.get("/cart/no-such-page/")).status_code == 404
 
 
 @pytest.mark.parametrize("scoped", [False, True], ids=["whole cart", "one page"])

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import itertools
 import random
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from bp.cart.services.calendar_cart import CartEntry
 from bp.cart.services.get_cart import CartLine, PageRef
 from bp.cart.services.page_cart import group_by_page
-from bp.cart.services.summary import CartSummary
+from bp.cart.services.summary import CartSummary, empty_summary
 from bp.cart.services.total import Totals, line_total, quantize_money, sum_amounts, unit_price
 from services.errors import CartError
 
@@ -207,6 +209,29 @@ def test_a_cart_mixing_currencies_says_so_and_totals_nothing() -> None:
         (Decimal("4.00"), "GBP"),
         (Decimal("5.00"), "EUR"),
     ]
+
+
+def test_a_view_of_the_whole_cart_gives_the_badge_numbers_of_the_summary() -> None:
+    start = datetime(2026, 7, 4, 17, 0, tzinfo=UTC)
+    booking = CartEntry(1, "Barn dance", "Events", start, None, Decimal("12.50"), "GBP", CAFE)
+    view = group_by_page(
+        [cart_line(FARM, "4.00", 2), cart_line(FARM, "9.00", 5, available=False)],
+        [booking],
+        default_currency="GBP",
+    )
+    # What the summary counts: the lines that can be bought, and the bookings.
+    assert view.summary() == CartSummary(2, 1, Decimal("20.50"), "GBP")
+    assert group_by_page([], [], default_currency="EUR").summary() == empty_summary("EUR")
+
+
+def test_a_view_mixing_currencies_gives_no_badge_numbers() -> None:
+    view = group_by_page(
+        [cart_line(FARM, "4.00"), cart_line(CAFE, "5.00", currency="EUR")],
+        [],
+        default_currency="GBP",
+    )
+    with pytest.raises(CartError):
+        view.summary()
 
 
 @pytest.mark.parametrize(

@@ -119,9 +119,7 @@ async def test_the_cart_offers_to_pay_or_cancel_an_unpaid_order(
     )
     page = SimpleNamespace(id=1, slug="riverside-cafe", title="Riverside Café")
     view = CartView([], Decimal("0.00"), "GBP")
-    html = await rendering(
-        "/cart/", template, view=view, page=page, paid_directly=set(), unpaid_orders=[unpaid]
-    )
+    html = await rendering("/cart/", template, view=view, page=page, unpaid_orders=[unpaid])
     notice = html[html.index('data-testid="unpaid-order"') :]
     assert "Unpaid order RA-000012: pay now or cancel." in notice
     assert "It holds Bread-making workshop, £35.00." in notice

@@ -15,16 +15,20 @@ from functools import lru_cache
 from typing import Any
 
 import asyncpg
-from sqlalchemy import ColumnElement, Select, and_, bindparam, func, or_, select, update
+from sqlalchemy import ColumnElement, Select, and_, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bp.cart.services.get_cart import (
     OwnerKind,
     PageRef,
+    PageScope,
     owner_condition,
     owner_kind,
     owner_page_parameters,
     owner_page_params,
+    page_condition,
+    page_paid_directly,
+    page_scope,
 )
 from bp.cart.services.identity import Identity, lock_identity
 from bp.cart.services.update_cart import fits_sql_integer
@@ -74,7 +78,7 @@ def entry_in_cart() -> ColumnElement[bool]:
 
 
 @lru_cache(maxsize=8)
-def _entries_query(kind: OwnerKind, scoped: bool) -> Select[*tuple[Any, ...]]:
+def _entries_query(kind: OwnerKind, scope: PageScope | None) -> Select[*tuple[Any, ...]]:
     """The in-cart entries statement for one shape of question, built once."""
     query = (
         select(
@@ -88,6 +92,7 @@ def _entries_query(kind: OwnerKind, scoped: bool) -> Select[*tuple[Any, ...]]:
             Post.id.label("page_id"),
             Post.slug.label("page_slug"),
             Post.title.label("page_title"),
+            page_paid_directly().label("page_paid_directly"),
             CalendarEntry.state,
             CalendarEntry.order_id,
         )
@@ -96,14 +101,14 @@ def _entries_query(kind: OwnerKind, scoped: bool) -> Select[*tuple[Any, ...]]:
         .where(owner_condition(CalendarEntry, kind), entry_in_cart())
         .order_by(Post.nav_order, Post.title, CalendarEntry.start_at, CalendarEntry.id)
     )
-    if scoped:
-        query = query.where(Calendar.post_id == bindparam("page_id"))
+    if scope is not None:
+        query = query.where(page_condition(scope))
     return query
 
 
 @lru_cache(maxsize=8)
-def _direct_entries_query(kind: OwnerKind, scoped: bool) -> DirectQuery:
-    return DirectQuery(_entries_query(kind, scoped), parameters=owner_page_parameters(kind, scoped))
+def _direct_entries_query(kind: OwnerKind, scope: PageScope | None) -> DirectQuery:
+    return DirectQuery(_entries_query(kind, scope), parameters=owner_page_parameters(kind, scope))
 
 
 def _cart_entries(rows: Iterable[Mapping[Any, Any]]) -> list[CartEntry]:
@@ -116,7 +121,9 @@ def _cart_entries(rows: Iterable[Mapping[Any, Any]]) -> list[CartEntry]:
             end_at=row["end_at"],
             cost=row["cost"],
             currency=row["currency"],
-            page=PageRef(row["page_id"], row["page_slug"], row["page_title"]),
+            page=PageRef(
+                row["page_id"], row["page_slug"], row["page_title"], row["page_paid_directly"]
+            ),
             held_by=row["order_id"] if row["state"] == "ordered" else None,
         )
         for row in rows
@@ -130,18 +137,20 @@ async def get_cart_entries(
     session's transaction (checkout)."""
     connection = await session.connection()
     rows = await connection.execute(
-        _entries_query(owner_kind(identity), page_id is not None),
+        _entries_query(owner_kind(identity), page_scope(page_id)),
         owner_page_params(identity, page_id),
     )
     return _cart_entries(row._mapping for row in rows)
 
 
 async def read_cart_entries(
-    connection: asyncpg.Connection, identity: Identity, *, page_id: int | None = None
+    connection: asyncpg.Connection, identity: Identity, *, page_slug: str | None = None
 ) -> list[CartEntry]:
-    """The same entries for a page that only shows them: a direct read."""
-    query = _direct_entries_query(owner_kind(identity), page_id is not None)
-    return _cart_entries(await fetch_all(connection, query, owner_page_params(identity, page_id)))
+    """The same entries for a page that only shows them (optionally of the page called
+    `page_slug`): a direct read."""
+    query = _direct_entries_query(owner_kind(identity), page_scope(page_slug=page_slug))
+    params = owner_page_params(identity, page_slug=page_slug)
+    return _cart_entries(await fetch_all(connection, query, params))
 
 
 async def remove_entry_from_cart(

@@ -6,17 +6,17 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 import asyncpg
-from sqlalchemy import bindparam, exists, select
+from sqlalchemy import bindparam, select
 
 from bp.cart.services.calendar_cart import CartEntry, read_cart_entries
-from bp.cart.services.get_cart import CartLine, PageRef, read_cart_lines
+from bp.cart.services.get_cart import CartLine, PageRef, page_paid_directly, read_cart_lines
 from bp.cart.services.identity import Identity
+from bp.cart.services.summary import CartSummary
 from bp.cart.services.total import Totals, sum_amounts
-from models import PageConfig, Post
+from models import Post
 from models.order import order_number
 from services.direct_reads import DirectQuery, fetch_row
 from services.errors import CartError, NotFoundError
-from services.page_merchants import has_own_merchant
 
 
 @dataclass
@@ -49,6 +49,16 @@ class CartView:
             sum(line.quantity for line in group.lines) + len(group.entries) for group in self.groups
         )
 
+    def summary(self) -> CartSummary:
+        """The badge's numbers for what the view holds, as `get_cart_summary()` counts them
+        (the lines that can be bought, and the bookings); a cart of mixed currencies is
+        refused as there."""
+        if self.mixed_currencies is not None:
+            raise CartError(self.mixed_currencies)
+        lines = [line for group in self.groups for line in group.lines if line.available]
+        entries = sum(len(group.entries) for group in self.groups)
+        return CartSummary(sum(line.quantity for line in lines), entries, self.total, self.currency)
+
     @property
     def unpaid_orders(self) -> list[HoldingOrder]:
         """Unpaid orders that hold bookings of this cart, oldest first."""
@@ -80,32 +90,19 @@ class HoldingOrder:
 
 
 _PAGE_BY_SLUG = DirectQuery(
-    select(
-        Post.id,
-        Post.slug,
-        Post.title,
-        exists().where(PageConfig.post_id == Post.id, has_own_merchant()).label("paid_directly"),
-    ).where(Post.slug == bindparam("slug"), Post.is_page.is_(True)),
+    select(Post.id, Post.slug, Post.title, page_paid_directly().label("paid_directly")).where(
+        Post.slug == bindparam("slug"), Post.is_page.is_(True)
+    ),
     parameters=("slug",),
 )
 
 
-async def get_page_and_merchant(
-    connection: asyncpg.Connection, slug: str
-) -> tuple[PageRef, frozenset[int]]:
-    """A page by its slug, with `pages_paid_directly()` of it (the page's id when it takes
-    payment with its own SumUp account), in one query; 404 when there is no such page."""
+async def get_page(connection: asyncpg.Connection, slug: str) -> PageRef:
+    """A page by its slug, with whether it takes payment itself; 404 when there is no such page."""
     row = await fetch_row(connection, _PAGE_BY_SLUG, {"slug": slug})
     if row is None:
         raise NotFoundError("There is no such page.")
-    page = PageRef(row["id"], row["slug"], row["title"])
-    return page, frozenset((page.id,) if row["paid_directly"] else ())
-
-
-async def get_page(connection: asyncpg.Connection, slug: str) -> PageRef:
-    """A page by its slug; 404 when there is no such page."""
-    page, _ = await get_page_and_merchant(connection, slug)
-    return page
+    return PageRef(row["id"], row["slug"], row["title"], row["paid_directly"])
 
 
 def _totals(lines: list[CartLine], entries: list[CartEntry], currency: str) -> Totals:
@@ -144,12 +141,29 @@ async def get_cart_view(
     identity: Identity | None,
     *,
     default_currency: str,
-    page: PageRef | None = None,
+    page_slug: str | None = None,
 ) -> CartView:
-    """The owner's whole cart, or one page's part of it (two queries, whatever its size)."""
+    """The owner's whole cart, or the part of it from the page called `page_slug` (two
+    queries, whatever its size)."""
     if identity is None:
         return CartView([], Decimal("0.00"), default_currency)
-    page_id = page.id if page else None
-    lines = await read_cart_lines(connection, identity, page_id=page_id)
-    entries = await read_cart_entries(connection, identity, page_id=page_id)
+    lines = await read_cart_lines(connection, identity, page_slug=page_slug)
+    entries = await read_cart_entries(connection, identity, page_slug=page_slug)
     return group_by_page(lines, entries, default_currency=default_currency)
+
+
+async def get_page_cart(
+    connection: asyncpg.Connection,
+    identity: Identity | None,
+    *,
+    page_slug: str,
+    default_currency: str,
+) -> tuple[PageRef, CartView]:
+    """A page and the owner's part of the cart from it: the page comes with its lines and
+    bookings, and is read on its own only when the cart holds nothing of it (404 when
+    there is no such page)."""
+    view = await get_cart_view(
+        connection, identity, default_currency=default_currency, page_slug=page_slug
+    )
+    page = view.groups[0].page if view.groups else await get_page(connection, page_slug)
+    return page, view

@@ -6,6 +6,7 @@ question and runs on the asyncpg connection directly (`services.direct_reads`).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from functools import lru_cache
@@ -27,6 +28,7 @@ from bp.cart.services.total import quantize_money
 from models import Calendar, CalendarEntry, CartItem, MarketPlace, Post, Product
 from services.direct_reads import DirectQuery, fetch_row
 from services.errors import CartError, NotFoundError
+from services.navigation import NavItem, get_navigation_tree, navigation_column, navigation_items
 
 ZERO = Decimal("0.00")
 
@@ -137,6 +139,34 @@ async def get_cart_summary(
     assert row is not None  # aggregates: always one row
     if page_slug is not None and row["page_id"] is None:
         raise NotFoundError(f"There is no page called {page_slug!r}.")
+    return _summary(row, default_currency)
+
+
+@lru_cache(maxsize=4)
+def _header_query(kind: OwnerKind) -> DirectQuery:
+    statement = _summary_statement(kind, False).add_columns(navigation_column().label("navigation"))
+    return DirectQuery(statement, parameters=OWNER_PARAMETERS[kind])
+
+
+async def get_page_header(
+    connection: asyncpg.Connection,
+    identity: Identity | None,
+    *,
+    default_currency: str,
+    blog_url: str,
+) -> tuple[CartSummary, list[NavItem]]:
+    """What every page's header shows, in one query: the cart badge's numbers (as
+    `get_cart_summary()` counts them, refusing a cart of mixed currencies) and the menu."""
+    if identity is None:
+        navigation = await get_navigation_tree(connection, blog_url=blog_url)
+        return empty_summary(default_currency), navigation
+    row = await fetch_row(connection, _header_query(owner_kind(identity)), owner_params(identity))
+    assert row is not None  # aggregates: always one row
+    summary = _summary(row, default_currency)
+    return summary, navigation_items(row["navigation"] or (), blog_url=blog_url)
+
+
+def _summary(row: Mapping[str, Any], default_currency: str) -> CartSummary:
     currencies = {c for c in (row["currencies"] or []) + (row["entry_currencies"] or []) if c}
     if len(currencies) > 1:
         raise CartError("Your cart mixes currencies; please check it out page by page.")
