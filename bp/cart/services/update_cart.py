@@ -31,9 +31,10 @@ from sqlalchemy import (
     union_all,
     update,
 )
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.dialects.postgresql import Insert, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
+from sqlalchemy.sql.dml import ReturningInsert
 
 from bp.cart.services.get_cart import (
     OWNER_PARAMETERS,
@@ -129,7 +130,13 @@ def _upsert_query(kind: OwnerKind) -> DirectQuery:
         market_place_id=bindparam("market_place_id"),
         quantity=bindparam("quantity"),
     )
-    upsert = statement.on_conflict_do_update(
+    return DirectQuery(_onto_live_line(statement, owner), parameters=UPSERT_PARAMETERS)
+
+
+def _onto_live_line(statement: Insert, owner: str) -> ReturningInsert[tuple[int]]:
+    """`statement` adding its quantity to the owner's live line of the same product and
+    market when there is one, as long as the sum stays within `max_quantity`."""
+    return statement.on_conflict_do_update(
         index_elements=[owner, "product_id", "market_place_id"],
         index_where=text(f"deleted_at IS NULL AND {owner} IS NOT NULL"),
         set_={
@@ -138,7 +145,6 @@ def _upsert_query(kind: OwnerKind) -> DirectQuery:
         },
         where=CartItem.quantity + statement.excluded.quantity <= bindparam("max_quantity"),
     ).returning(CartItem.quantity)
-    return DirectQuery(upsert, parameters=UPSERT_PARAMETERS)
 
 
 async def upsert_line(
@@ -228,19 +234,7 @@ def _add_query(kind: OwnerKind) -> DirectQuery:
             quantity,
         ).where(buyable, quantity.is_not(None)),
     )
-    upsert = (
-        insert_line.on_conflict_do_update(
-            index_elements=[owner, "product_id", "market_place_id"],
-            index_where=text(f"deleted_at IS NULL AND {owner} IS NOT NULL"),
-            set_={
-                "quantity": CartItem.quantity + insert_line.excluded.quantity,
-                "updated_at": func.now(),
-            },
-            where=CartItem.quantity + insert_line.excluded.quantity <= bindparam("max_quantity"),
-        )
-        .returning(CartItem.quantity)
-        .cte("added")
-    )
+    upsert = _onto_live_line(insert_line, owner).cte("added")
     statement = select(
         offer,
         buyable.label("buyable"),
