@@ -240,16 +240,7 @@ def _add_query(kind: OwnerKind) -> DirectQuery:
         buyable.label("buyable"),
         select(upsert.c.quantity).scalar_subquery().label("new_quantity"),
     )
-    parameters = (
-        *OWNER_PARAMETERS[kind],
-        "user_id",
-        "session_id",
-        "product_id",
-        "market_place_id",
-        "quantity",
-        "max_quantity",
-    )
-    return DirectQuery(statement, parameters=parameters)
+    return DirectQuery(statement, parameters=(*OWNER_PARAMETERS[kind], *UPSERT_PARAMETERS))
 
 
 async def add_to_cart(
