@@ -1484,7 +1484,11 @@ class SandboxControl:
     """An async client for the /_sandbox control API; raises httpx errors on refusals."""
 
     def __init__(self, base_url: str) -> None:
-        self.client = httpx.AsyncClient(base_url=base_url, timeout=30.0)
+        # Idle connections dropped before hypercorn closes them (5 s), so a control call
+        # never goes out on a connection the sandbox is closing (its answer lost).
+        self.client = httpx.AsyncClient(
+            base_url=base_url, timeout=30.0, limits=httpx.Limits(keepalive_expiry=2.0)
+        )
 
     async def reset(self) -> None:
         """Drop every checkout and behave normally again."""

@@ -43,6 +43,11 @@ ORDER_LINK = re.compile(r"/(?:orders|cart/checkout/return)/(\d+)/")
 REFERENCE = re.compile(r"<dt>Reference</dt><dd>[A-Z]+-(\d+)-\d+-[0-9a-f]+</dd>")
 JSON = {"Accept": "application/json"}
 
+# Idle connections are dropped well before hypercorn closes them (5 s): reusing one the
+# server is closing at that moment loses the request (httpx.ReadError), which the
+# report would count as a dropped answer of the app's (seen once, an admin refund).
+KEEP_ALIVE = httpx.Limits(keepalive_expiry=2.0)
+
 
 @dataclass(frozen=True)
 class Product:
@@ -88,7 +93,9 @@ class Shopper:
         self.entries: set[int] = set()
         self.orders: set[int] = set()
         self.open_tabs: list[str] = []  # hosted checkouts left open, to pay later
-        self.client = httpx.AsyncClient(timeout=httpx.Timeout(20.0), follow_redirects=False)
+        self.client = httpx.AsyncClient(
+            timeout=httpx.Timeout(20.0), limits=KEEP_ALIVE, follow_redirects=False
+        )
 
     # --- plumbing ---------------------------------------------------------------------
 
@@ -376,7 +383,7 @@ class Admin:
         self.rng = random.Random(seed)
         self.unsettled: list[tuple[int, str]] = []  # (order id, key) answered 202 or lost
         self.outcomes: Counter[str] = Counter()
-        self.client = httpx.AsyncClient(timeout=httpx.Timeout(30.0))
+        self.client = httpx.AsyncClient(timeout=httpx.Timeout(30.0), limits=KEEP_ALIVE)
 
     async def run(self, *, every: float) -> None:
         """A refund every `every` seconds or so until the run is over."""
