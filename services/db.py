@@ -312,14 +312,16 @@ async def _finish_write(*, commit: bool) -> BaseException | None:
         return None
     try:
         status = await execute(driver, "COMMIT" if commit else "ROLLBACK")
-    except asyncpg.PostgresError:
-        _discard_write()
-        raise  # PostgreSQL refused the COMMIT itself: an error of ours, as for a session
     except Exception as error:
         _discard_write()
-        # Nothing was to be kept, or the connection died (or asyncpg lost track of it:
-        # "another operation is in progress") and whether the COMMIT landed is unknown.
-        return _lost_at_commit(error) if commit else None
+        if not commit:  # nothing was to be kept: closing the connection rolls it back
+            log.warning("rollback of a write failed; its connection closed: %r", error)
+            return None
+        if isinstance(error, asyncpg.PostgresError):
+            raise  # PostgreSQL refused the COMMIT itself: an error of ours, as for a session
+        # The connection died (or asyncpg lost track of it: "another operation is in
+        # progress") and whether the COMMIT landed is unknown.
+        return _lost_at_commit(error)
     except BaseException:
         _discard_write()
         raise
@@ -428,22 +430,8 @@ async def rollback_writes(*, session: bool = True) -> None:
     """Undo what this request wrote so far (its write connection's transaction and, with
     `session`, its session's), before answering a refused change with a page that reads
     the cart."""
-    write: PoolProxiedConnection | None = g.get("db_write")
-    if write is not None:
-        driver: asyncpg.Connection | None = write.driver_connection
-        try:
-            if driver is not None and not driver.is_closed() and driver.is_in_transaction():
-                await execute(driver, "ROLLBACK")
-        except BaseException as error:
-            _discard_write()  # closing it rolls it back on the server
-            if not isinstance(error, Exception):
-                raise
-            log.warning("rollback of a refused write failed; its connection closed")
-        else:
-            if driver is None or driver.is_closed() or driver.is_in_transaction():
-                _discard_write()
-            else:
-                _release_write()
+    if "db_write" in g:
+        await _finish_write(commit=False)
     db: AsyncSession | None = g.get("db") if session else None
     if db is not None:
         await db.rollback()
