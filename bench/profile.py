@@ -3,6 +3,7 @@
     .venv/bin/python -m bench.profile                          # CPU ms per request, every row
     .venv/bin/python -m bench.profile --only "summary, 30 lines" --profile
     .venv/bin/python -m bench.profile --only "page cart, 30 lines" --profile --html out.html
+    .venv/bin/python -m bench.profile --only "summary, 30 lines" --hooks --repeats 7
 
 No server and no load generator: the ASGI apps are called directly under uvloop
 with `--concurrency` requests in flight, on the data set and the requests of
@@ -11,8 +12,11 @@ request is the app's own cost without hypercorn's and wrk's. `/floor` and `/hell
 run the same way, so every row is also given as a ratio to them. With `--profile`
 the measured requests of each row run under pyinstrument and its call tree is
 printed (or written as HTML); profiling slows everything, so read the ratios from a
-run without it. A tool for finding the time, not the report: the report's numbers
-come from `bench.run`.
+run without it. With `--hooks`, each row is measured again without each of the app's
+request hooks in turn, then without all of them (`HOOKS_KEPT` stay: they hand the
+request's connections back), which is what the hooks cost the row and what the row
+would cost with none. A tool for finding the time, not the report: the report's
+numbers come from `bench.run`.
 """
 
 from __future__ import annotations
@@ -42,6 +46,11 @@ from bench.run import (
 )
 
 Asgi = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
+
+# The hooks `--hooks` never takes out: without them a request's connections never go
+# back to the pool, and the pool runs dry within a few dozen requests.
+HOOKS_KEPT = frozenset({"init_request_commit.<locals>._finish_session"})
+HOOK_KINDS = ("before_request_funcs", "after_request_funcs")
 
 
 async def call(app: Asgi, request: WrkRequest) -> tuple[int, dict[str, str]]:
@@ -166,6 +175,8 @@ async def profile_row(
         f"   × hello {reference['/hello'] / ms:5.2f}",
         flush=True,
     )
+    if args.hooks and endpoint.server == "app":
+        await hook_costs(apps["app"], requests, args, reference["/floor"], ms)
     if profiler is not None:
         if args.html:
             name = endpoint.name.replace(" ", "_").replace(",", "")
@@ -174,6 +185,41 @@ async def profile_row(
             print(f"  profile: {path}")
         else:
             print(profiler.output_text(unicode=True, color=False, show_all=False))
+
+
+async def hook_costs(
+    app: Any, requests: list[Any], args: argparse.Namespace, floor: float, measured: float
+) -> None:
+    """The row without each app-wide request hook in turn, then without all of them.
+
+    Each variant runs between two runs with every hook and is compared with their
+    mean, so that a drift of the row (a write's data set changing, caches warming) is
+    not counted as a hook's cost."""
+    hooks = {kind: list(getattr(app, kind)[None]) for kind in HOOK_KINDS}
+
+    async def without(left_out: set[Any]) -> float:
+        for kind, funcs in hooks.items():
+            getattr(app, kind)[None][:] = [f for f in funcs if f not in left_out]
+        try:
+            return await cpu_per_request(app, requests, args)
+        finally:
+            for kind, funcs in hooks.items():
+                getattr(app, kind)[None][:] = funcs
+
+    removable = [f for funcs in hooks.values() for f in funcs if f.__qualname__ not in HOOKS_KEPT]
+    variants = [({hook}, f"without {hook.__qualname__}") for hook in removable]
+    variants.append((set(removable), f"without all {len(removable)}"))
+    before = measured
+    for left_out, name in variants:
+        ms = await without(left_out)
+        after = await cpu_per_request(app, requests, args)
+        base = (before + after) / 2
+        print(
+            f"  {name:<64} {ms:6.3f}   {base - ms:+.3f} ms   (with all: {before:.3f}, {after:.3f})"
+            + (f"   × floor {floor / ms:5.2f}" if len(left_out) > 1 else ""),
+            flush=True,
+        )
+        before = after
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -185,6 +231,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--html", help="write each profile as HTML beside this path")
+    parser.add_argument(
+        "--hooks", action="store_true", help="each row again without each request hook"
+    )
     return parser.parse_args(argv)
 
 
