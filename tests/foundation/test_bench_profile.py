@@ -69,3 +69,16 @@ async def test_every_hook_is_left_out_in_turn_then_all_and_put_back(
     assert len(handed_back) == runs * 50  # the kept hook ran every time
     after = {kind: list(getattr(app, kind)[None]) for kind in HOOK_KINDS}
     assert after == before
+
+
+async def test_an_app_without_the_hook_that_hands_connections_back_is_refused() -> None:
+    """Renamed, it would be left out with the others and drain the pool: say so instead."""
+    app = Quart(__name__)
+
+    @app.after_request
+    async def _finish_session(response: Response) -> Response:  # not the app's qualname
+        return response
+
+    args = argparse.Namespace(requests=4, repeats=1, concurrency=1)
+    with pytest.raises(RuntimeError, match="no hook called init_request_commit"):
+        await hook_costs(app, [WrkRequest("GET", "/hello", {}, "")], args, 0.1, 0.2)
