@@ -399,11 +399,8 @@ async def db_connection() -> asyncpg.Connection:
         return written
     session: AsyncSession | None = g.get("db")
     if session is None and _route_is_read_only(current_app):
-        direct: PoolProxiedConnection | None = g.get("db_direct")
-        if direct is None:
-            direct = await current_app.extensions["db_engine"].raw_connection()
-            g.db_direct = direct
-        return direct.driver_connection
+        direct: asyncpg.Connection = (await _held_connection("db_direct")).driver_connection
+        return direct
     connection = await db_session().connection()
     raw = await connection.get_raw_connection()
     return raw.driver_connection
@@ -418,12 +415,18 @@ async def db_write() -> asyncpg.Connection:
     closes it (see the module's docstring). For the statements of one write: anything
     else in the request reads and writes through `db_session()` / `db_connection()`.
     """
-    write: PoolProxiedConnection | None = g.get("db_write")
-    if write is None:
-        write = await current_app.extensions["db_engine"].raw_connection()
-        g.db_write = write
-    driver: asyncpg.Connection = write.driver_connection
+    driver: asyncpg.Connection = (await _held_connection("db_write")).driver_connection
     return driver
+
+
+async def _held_connection(name: str) -> PoolProxiedConnection:
+    """The pool's connection this request holds as `g.<name>`, checked out on first use
+    (handed back by `_release_direct` / `_finish_write`, or closed by `_discard_write`)."""
+    held: PoolProxiedConnection | None = g.get(name)
+    if held is None:
+        held = await current_app.extensions["db_engine"].raw_connection()
+        setattr(g, name, held)
+    return held
 
 
 async def rollback_writes(*, session: bool = True) -> None:
